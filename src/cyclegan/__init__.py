@@ -1,0 +1,33 @@
+"""cyclegan: unpaired image-to-image translation (Zhu, Park, Isola, Efros, ICCV 2017).
+
+Heavy modules (torch) load on first use, so that ``import cyclegan`` and ``cyclegan --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_generator": "checkpoint",
+    "Checkpoint": "checkpoint",
+    "build_generator": "models",
+    "build_discriminator": "models",
+    "CycleGAN": "training",
+    "Trainer": "training",
+    "build_cyclegan": "training",
+    "ImagePool": "image_pool",
+    "GANLoss": "losses",
+}
+
+__all__ = ["DataConfig", "ExperimentConfig", "ModelConfig", "TrainConfig", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'cyclegan' has no attribute {name!r}")

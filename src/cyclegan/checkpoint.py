@@ -1,0 +1,184 @@
+"""Self-describing checkpoints: one safetensors file holds weights, config and training state.
+
+Nothing is unpickled. Tensors (weights, Adam moments, pooled images, RNG states) are safetensors
+entries; everything else (the config, counters, the shape of the training state) is JSON in the
+file's metadata. Writes go to a temporary file that is renamed over the target, so a crash during
+a save never leaves a broken checkpoint behind.
+
+Tensor keys: ``g_ab.*``, ``g_ba.*``, ``d_a.*``, ``d_b.*`` for the networks, ``state/...`` for the
+training state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .config import ExperimentConfig, ModelConfig, flatten_config_dict
+from .models import build_generator
+
+FORMAT = "cyclegan"
+CHECKPOINT_VERSION = 1
+LATEST = "latest.safetensors"
+NETWORK_NAMES = ("g_ab", "g_ba", "d_a", "d_b")
+GENERATOR_FOR_DIRECTION = {"AtoB": "g_ab", "BtoA": "g_ba"}
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable cyclegan checkpoint; the message names it and says why."""
+
+
+# ---- training state <-> (tensors, JSON skeleton) ----------------------------------------------
+
+def flatten_state(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "state") -> Any:
+    """Move every tensor of a nested structure into ``tensors``; return a JSON-able skeleton."""
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj.detach().to("cpu").contiguous().clone()
+        return {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        return {"__dict__": [[key, flatten_state(value, tensors, f"{prefix}/{key}")] for key, value in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [flatten_state(v, tensors, f"{prefix}/{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [flatten_state(v, tensors, f"{prefix}/{i}") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at {prefix} in a checkpoint")
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of ``flatten_state``."""
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        if "__tuple__" in skeleton:
+            return tuple(unflatten_state(v, tensors) for v in skeleton["__tuple__"])
+        return {key: unflatten_state(value, tensors) for key, value in skeleton["__dict__"]}
+    return skeleton
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    config: ExperimentConfig,
+    networks: dict[str, nn.Module],
+    info: dict[str, Any],
+    training_state: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically write networks (+ training state when given) with the config and ``info``."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, net in networks.items():
+        for key, value in net.state_dict().items():
+            tensors[f"{name}.{key}"] = value.detach().to("cpu").contiguous().clone()
+    metadata = {
+        "format": FORMAT,
+        "version": str(CHECKPOINT_VERSION),
+        "config": config.to_json(),
+        "info": json.dumps(info),
+        "networks": json.dumps(sorted(networks)),
+    }
+    if training_state is not None:
+        metadata["state"] = json.dumps(flatten_state(training_state, tensors))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+def resolve_checkpoint(path_or_run_dir: str | Path) -> Path:
+    """A checkpoint file: the path itself, or ``latest.safetensors`` inside a run folder."""
+    path = Path(path_or_run_dir)
+    if path.is_dir():
+        latest = path / LATEST
+        if latest.is_file():
+            return latest
+        found = sorted(p.name for p in path.glob("*.safetensors"))
+        hint = f"; it holds {', '.join(found)}" if found else ""
+        raise CheckpointError(f"run folder {path} has no {LATEST}{hint}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+class Checkpoint:
+    """A checkpoint file opened for reading: its config, info and (lazily) its tensors."""
+
+    def __init__(self, path_or_run_dir: str | Path):
+        self.path = resolve_checkpoint(path_or_run_dir)
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                self.metadata = f.metadata() or {}
+                self.keys = list(f.keys())
+        except Exception as exc:  # safetensors raises several types for a bad header
+            raise CheckpointError(f"{self.path} is not a readable safetensors checkpoint: {exc}") from None
+        if self.metadata.get("format") != FORMAT:
+            raise CheckpointError(f"{self.path} is not a cyclegan checkpoint (no format={FORMAT} in its metadata)")
+        version = int(self.metadata.get("version", "0"))
+        if version > CHECKPOINT_VERSION:
+            raise CheckpointError(f"{self.path} has checkpoint version {version}; this cyclegan reads up to "
+                                  f"{CHECKPOINT_VERSION}: upgrade cyclegan")
+        self.config = ExperimentConfig.from_dict(flatten_config_dict(json.loads(self.metadata["config"])))
+        self.info: dict[str, Any] = json.loads(self.metadata.get("info", "{}"))
+
+    @property
+    def has_training_state(self) -> bool:
+        return "state" in self.metadata
+
+    def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        """The tensors whose key starts with ``prefix``, with the prefix removed."""
+        out = {}
+        with safe_open(str(self.path), framework="pt") as f:
+            for key in self.keys:
+                if key.startswith(prefix):
+                    out[key[len(prefix):]] = f.get_tensor(key)
+        return out
+
+    def load_network(self, name: str, net: nn.Module) -> nn.Module:
+        weights = self.tensors(f"{name}.")
+        if not weights:
+            raise CheckpointError(f"{self.path} holds no weights for {name}")
+        net.load_state_dict(weights, strict=True)
+        return net
+
+    def training_state(self) -> dict[str, Any]:
+        if not self.has_training_state:
+            raise CheckpointError(f"{self.path} holds weights only, no training state to resume from; "
+                                  f"resume from the run's {LATEST}")
+        return unflatten_state(json.loads(self.metadata["state"]), self.tensors("state/"))
+
+
+def generator_for(model: ModelConfig, direction: str) -> nn.Module:
+    """An untrained generator of the checkpoint's architecture for ``direction``."""
+    if direction == "AtoB":
+        return build_generator(model)
+    return build_generator(model, in_channels=model.output_nc, out_channels=model.input_nc)
+
+
+def load_generator(path_or_run_dir: str | Path, direction: str = "AtoB", *, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained generator for ``direction`` (AtoB = G_A, BtoA = G_B), in eval mode, no flags needed."""
+    if direction not in GENERATOR_FOR_DIRECTION:
+        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(GENERATOR_FOR_DIRECTION)}")
+    checkpoint = Checkpoint(path_or_run_dir)
+    net = generator_for(checkpoint.config.model, direction)
+    checkpoint.load_network(GENERATOR_FOR_DIRECTION[direction], net)
+    return net.to(device).eval()

@@ -1,0 +1,154 @@
+"""The ``cyclegan`` command: each subcommand turns flags into configs and calls one function.
+
+Flags come from the config dataclasses, so ``--help`` always lists every option with its default.
+Torch is imported only inside the commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .config import SECTIONS, ExperimentConfig, build_experiment, load_config_file
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("cyclegan")
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field; defaults are SUPPRESSed so that only given flags override."""
+    defaults = ExperimentConfig()
+    general = parser.add_argument_group("run")
+    general.add_argument("--name", default=argparse.SUPPRESS,
+                         help=f"name of the run; its folder is checkpoints_dir/name (default: {defaults.name})")
+    general.add_argument("--checkpoints_dir", default=argparse.SUPPRESS,
+                         help=f"where run folders live (default: {defaults.checkpoints_dir})")
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(section)
+        for f in dataclasses.fields(cls):
+            _add_field_flag(group, f)
+
+
+def _add_field_flag(group, f: dataclasses.Field) -> None:
+    choices = f.metadata.get("choices")
+    help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
+    if isinstance(f.default, bool):
+        group.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        return
+    group.add_argument(f"--{f.name}", type=type(f.default), choices=choices, default=argparse.SUPPRESS,
+                       metavar=None if choices else type(f.default).__name__.upper(), help=help_text)
+
+
+def given_options(args: argparse.Namespace, exclude: Sequence[str]) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k not in exclude}
+
+
+# ---- train --------------------------------------------------------------------------------
+
+TRAIN_ONLY_FLAGS = ("command", "config", "resume", "continue_train", "quiet", "handler", "verbose")
+
+
+def add_train_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a CycleGAN on DATAROOT/trainA and DATAROOT/trainB",
+        description="Train a CycleGAN. Options keep the official code's names and defaults; "
+                    "precedence: defaults < --config file < flags.",
+    )
+    p.add_argument("--config", type=Path, help="TOML or YAML file of options (flat official names, or [model]/[data]/[train] tables)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR exactly where it stopped (optimizers, pools, RNGs, counters)")
+    p.add_argument("--continue_train", action="store_true",
+                   help="the official spelling of --resume: continue checkpoints_dir/name")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(p)
+    p.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    options = load_config_file(args.config) if args.config else {}
+    options.update(given_options(args, TRAIN_ONLY_FLAGS))
+    from .training import Trainer
+
+    run_dir = _resume_dir(args, options)
+    if run_dir is not None:
+        trainer = Trainer.resume(run_dir, overrides=options)
+        log.info("resuming %s at epoch %d, iteration %d", run_dir, trainer.epoch, trainer.total_iters)
+    else:
+        config = build_experiment(options)
+        if (config.run_dir / "latest.safetensors").exists():
+            raise CommandError(f"run folder {config.run_dir} already holds a checkpoint; continue it with "
+                               f"--resume {config.run_dir}, or choose another --name")
+        trainer = Trainer(config)
+    log.info("training on %s; run folder %s", trainer.device, trainer.run_dir)
+    trainer.fit(show_progress=not args.quiet)
+    log.info("done: checkpoints, metrics.jsonl and samples/ are in %s", trainer.run_dir)
+    return 0
+
+
+def _resume_dir(args: argparse.Namespace, options: dict[str, Any]) -> Path | None:
+    if args.resume is not None:
+        return args.resume
+    if args.continue_train:
+        config = build_experiment({k: options[k] for k in ("name", "checkpoints_dir") if k in options})
+        return config.run_dir
+    return None
+
+
+# ---- demo ---------------------------------------------------------------------------------
+
+def add_demo_parser(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="build the embedded demo dataset, train on it, report PSNR",
+                              description="Train the fast recipe on the embedded demo data (made from photos that "
+                                          "ship inside scikit-image) and compare it with doing nothing.")
+    p.add_argument("--output", type=Path, default=Path("demo"), help="folder for the dataset and the run (default: demo)")
+    p.add_argument("--iters", type=int, default=None, help="training iterations (default: the demo's own)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo as demo
+
+    demo(args.output, iters=args.iters, show_progress=not args.quiet)
+    return 0
+
+
+# ---- entry point --------------------------------------------------------------------------
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cyclegan", description="Unpaired image-to-image translation with CycleGAN.")
+    parser.add_argument("--version", action="version", version=f"cyclegan {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_train_parser(subparsers)
+    add_demo_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+                        format="%(levelname)s %(message)s")
+    try:
+        return args.handler(args)
+    except (CommandError, ValueError, FileNotFoundError) as exc:
+        print(f"cyclegan {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("cyclegan: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

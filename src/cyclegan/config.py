@@ -1,0 +1,269 @@
+"""Every option of a run, as frozen dataclasses: the single source of truth.
+
+The CLI flags, the config file keys and the run's saved ``config.json`` all come from the
+fields below. Field names keep the official CycleGAN option names (``netG``, ``lambda_A``, ...)
+so that commands and config files carry over from junyanz/pytorch-CycleGAN-and-pix2pix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_VERSION = 1
+
+GENERATOR_NAMES = ("resnet_9blocks", "resnet_6blocks")
+DISCRIMINATOR_NAMES = ("basic", "n_layers")
+NORM_NAMES = ("instance", "batch", "none")
+INIT_NAMES = ("normal", "xavier", "kaiming", "orthogonal")
+UPSAMPLE_NAMES = ("transpose", "resize")
+GAN_MODES = ("lsgan", "vanilla")
+LR_POLICIES = ("linear",)
+PREPROCESS_NAMES = ("resize_and_crop", "crop", "none")
+DIRECTIONS = ("AtoB", "BtoA")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def option(default: Any, help: str, *, choices: tuple | None = None, flag: bool = True):
+    """A dataclass field carrying its CLI help and choices."""
+    meta = {"help": help, "choices": choices, "flag": flag}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the two generators and two discriminators."""
+
+    input_nc: int = option(3, "channels of domain A images (1 = grayscale, 3 = RGB)", choices=(1, 3))
+    output_nc: int = option(3, "channels of domain B images (1 = grayscale, 3 = RGB)", choices=(1, 3))
+    netG: str = option("resnet_9blocks", "generator architecture", choices=GENERATOR_NAMES)
+    netD: str = option("basic", "discriminator: basic = 70x70 PatchGAN", choices=DISCRIMINATOR_NAMES)
+    n_layers_D: int = option(3, "stride-2 conv layers of the discriminator when netD is n_layers")
+    ngf: int = option(64, "filters in the generator's first conv layer")
+    ndf: int = option(64, "filters in the discriminator's first conv layer")
+    norm: str = option("instance", "normalisation layer", choices=NORM_NAMES)
+    no_dropout: bool = option(True, "no dropout in the generator (the CycleGAN default)")
+    init_type: str = option("normal", "weight initialisation", choices=INIT_NAMES)
+    init_gain: float = option(0.02, "scale of the initialisation")
+    upsample: str = option(
+        "transpose",
+        "generator upsampling: transpose = ConvTranspose2d as in the paper; resize = nearest "
+        "upsampling + conv, which avoids checkerboard artifacts",
+        choices=UPSAMPLE_NAMES,
+    )
+    global_residual: bool = option(
+        False,
+        "generator outputs clamp(input + residual) with the last conv zero-initialised, so it "
+        "starts as the identity and learns only the change (fast recipe; needs input_nc == output_nc)",
+    )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images are and how they are prepared."""
+
+    dataroot: str = option("", "dataset folder holding trainA/ and trainB/ (testA/, testB/)")
+    direction: str = option("AtoB", "AtoB trains G_A on trainA -> trainB; BtoA swaps A and B", choices=DIRECTIONS)
+    preprocess: str = option(
+        "resize_and_crop",
+        "resize_and_crop: bicubic resize to load_size square, random crop_size crop; "
+        "crop: random crop only; none: keep the image (sides rounded down to a multiple of 4)",
+        choices=PREPROCESS_NAMES,
+    )
+    load_size: int = option(286, "images are resized to this square size")
+    crop_size: int = option(256, "then randomly cropped to this size")
+    no_flip: bool = option(False, "do not flip images horizontally at random")
+    serial_batches: bool = option(False, "take A in order and B in order instead of shuffled / at random")
+    max_dataset_size: int = option(0, "use at most this many images per domain (0 = all)")
+    num_threads: int = option(4, "data loading worker processes (0 = load in the main process)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Losses, optimisation and the training loop."""
+
+    gan_mode: str = option("lsgan", "GAN objective: lsgan = least squares (paper), vanilla = cross-entropy", choices=GAN_MODES)
+    lambda_A: float = option(10.0, "weight of the cycle loss A -> B -> A")
+    lambda_B: float = option(10.0, "weight of the cycle loss B -> A -> B")
+    lambda_identity: float = option(0.5, "weight of the identity loss, relative to lambda_A / lambda_B (0 = off)")
+    pool_size: int = option(50, "generated images kept in each discriminator's history pool (0 = none)")
+    lr: float = option(0.0002, "initial Adam learning rate")
+    beta1: float = option(0.5, "Adam beta1 (beta2 is 0.999)")
+    lr_policy: str = option("linear", "linear: constant for n_epochs, then linearly to zero over n_epochs_decay", choices=LR_POLICIES)
+    n_epochs: int = option(100, "epochs at the initial learning rate")
+    n_epochs_decay: int = option(100, "epochs over which the learning rate decays linearly to zero")
+    batch_size: int = option(1, "images per batch in each domain")
+    max_iters: int = option(0, "stop after this many iterations in total, saving a resumable checkpoint (0 = no limit)")
+    save_epoch_freq: int = option(5, "keep the generator and discriminator weights every this many epochs")
+    save_latest_freq: int = option(5000, "save the resumable latest checkpoint every this many iterations (also at every epoch end)")
+    print_freq: int = option(100, "write the losses to metrics.jsonl every this many iterations")
+    display_freq: int = option(400, "save a sample image grid every this many iterations")
+    seed: int = option(0, "seed of every random number generator")
+    device: str = option("auto", "where to train: auto = cuda when available, else cpu", choices=DEVICES)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One run: its name and folder, and the three parts above."""
+
+    name: str = "experiment_name"
+    checkpoints_dir: str = "./checkpoints"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.checkpoints_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
+        """Rebuild from ``to_dict`` output (nested) or from flat official option names."""
+        return build_experiment(flatten_config_dict(data))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+TOP_LEVEL_KEYS = ("name", "checkpoints_dir")
+
+
+def section_of(key: str) -> str:
+    """The section ('model', 'data', 'train') that owns a flat option name."""
+    for section, cls in SECTIONS.items():
+        if key in {f.name for f in dataclasses.fields(cls)}:
+            return section
+    if key in TOP_LEVEL_KEYS:
+        return ""
+    raise ValueError(f"unknown option {key!r}; valid options: {', '.join(sorted(all_option_names()))}")
+
+
+def all_option_names() -> list[str]:
+    names = list(TOP_LEVEL_KEYS)
+    for cls in SECTIONS.values():
+        names += [f.name for f in dataclasses.fields(cls)]
+    return names
+
+
+def flatten_config_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """Accept ``{"model": {...}, "train": {...}}`` or flat keys; return flat keys."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "version":
+            continue
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def build_experiment(flat: dict[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:
+    """Apply flat official-named options on top of ``base`` (defaults when None), checking each."""
+    base = base or ExperimentConfig()
+    parts: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    top: dict[str, Any] = {}
+    for key, value in flat.items():
+        section = section_of(key)
+        if section:
+            parts[section][key] = value
+        else:
+            top[key] = value
+    sections = {
+        name: dataclasses.replace(getattr(base, name), **_coerce(SECTIONS[name], values))
+        for name, values in parts.items()
+    }
+    config = dataclasses.replace(base, **top, **sections)
+    validate(config)
+    return config
+
+
+def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Convert config-file values to each field's type and check its choices."""
+    types = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in values.items():
+        f = types[key]
+        kind = type(f.default)
+        if kind is bool and not isinstance(value, bool):
+            raise ValueError(f"option {key!r} must be true or false, got {value!r}")
+        try:
+            value = kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"option {key!r} must be a {kind.__name__}, got {value!r}") from None
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ValueError(f"option {key!r} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        out[key] = value
+    return out
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Reject option combinations that would otherwise fail deep inside a run."""
+    m, d, t = config.model, config.data, config.train
+    positive = {"ngf": m.ngf, "ndf": m.ndf, "crop_size": d.crop_size, "load_size": d.load_size,
+                "batch_size": t.batch_size, "print_freq": t.print_freq, "display_freq": t.display_freq,
+                "save_epoch_freq": t.save_epoch_freq, "save_latest_freq": t.save_latest_freq,
+                "n_layers_D": m.n_layers_D}
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"option {key!r} must be at least 1, got {value}")
+    non_negative = {"pool_size": t.pool_size, "max_iters": t.max_iters, "num_threads": d.num_threads,
+                    "max_dataset_size": d.max_dataset_size, "n_epochs": t.n_epochs,
+                    "n_epochs_decay": t.n_epochs_decay, "lambda_identity": t.lambda_identity}
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ValueError(f"option {key!r} must not be negative, got {value}")
+    if t.n_epochs + t.n_epochs_decay < 1:
+        raise ValueError("n_epochs + n_epochs_decay must be at least 1")
+    if d.preprocess == "resize_and_crop" and d.crop_size > d.load_size:
+        raise ValueError(f"crop_size ({d.crop_size}) is larger than load_size ({d.load_size}): "
+                         "the random crop cannot fit; lower --crop_size or raise --load_size")
+    if m.global_residual and m.input_nc != m.output_nc:
+        raise ValueError("global_residual needs input_nc == output_nc")
+    if t.lambda_identity > 0 and m.input_nc != m.output_nc:
+        raise ValueError("the identity loss needs input_nc == output_nc; set --lambda_identity 0")
+    if not config.name or "/" in config.name or config.name in (".", ".."):
+        raise ValueError(f"--name must be a plain folder name, got {config.name!r}")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or YAML config file into flat official option names."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ValueError(f"config file {path}: unknown format {suffix!r}; use .toml, .yaml, .yml or .json")
+    except ValueError:
+        raise
+    except Exception as exc:  # parser errors of three libraries
+        raise ValueError(f"config file {path} cannot be parsed: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a table of options, not {type(data).__name__}")
+    flat = flatten_config_dict(data)
+    for key in flat:
+        try:
+            section_of(key)
+        except ValueError as exc:
+            raise ValueError(f"config file {path}: {exc}") from None
+    return flat

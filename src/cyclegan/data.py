@@ -1,0 +1,196 @@
+"""Finding, decoding and preparing images; the unpaired dataset of two image folders.
+
+Randomness is a pure function of (seed, epoch, index): each sample seeds its own
+``torch.Generator``, so loading in worker processes and resuming mid-epoch give the same images.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be decoded; the message names the file and the problem."""
+
+
+def find_images(folder: str | Path, *, max_count: int = 0) -> list[Path]:
+    """Image files under ``folder``, recursively, sorted; at most ``max_count`` when it is positive."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return paths[:max_count] if max_count > 0 else paths
+
+
+def load_image(path: str | Path, *, channels: int = 3) -> Image.Image:
+    """Decode ``path`` with its EXIF orientation applied, as RGB (3 channels) or grayscale (1)."""
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            return image.convert("RGB" if channels == 3 else "L")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image as a float tensor in [-1, 1], shape (C, H, W)."""
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.transpose(2, 0, 1).copy()).div_(127.5).sub_(1.0)
+
+
+def to_image(tensor: torch.Tensor) -> Image.Image:
+    """A (C, H, W) tensor in [-1, 1] as an 8-bit PIL image."""
+    array = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
+    array = array.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a training image becomes a tensor: resize and/or random crop, random flip."""
+
+    mode: str = "resize_and_crop"
+    load_size: int = 286
+    crop_size: int = 256
+    flip: bool = True
+
+    def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        if self.mode == "resize_and_crop":
+            image = image.resize((self.load_size, self.load_size), Image.BICUBIC)
+            image = self._random_crop(image, generator)
+        elif self.mode == "crop":
+            image = self._random_crop(image, generator)
+        elif self.mode == "none":
+            image = self._round_to_multiple(image, 4)
+        else:
+            raise ValueError(f"unknown preprocess {self.mode!r}; valid: crop, none, resize_and_crop")
+        if self.flip and torch.rand((), generator=generator).item() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        return to_tensor(image)
+
+    def _random_crop(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
+        width, height = image.size
+        size = self.crop_size
+        if width < size or height < size:
+            raise ImageReadError(f"image is {width}x{height}, smaller than crop_size {size}")
+        top = int(torch.randint(height - size + 1, (), generator=generator))
+        left = int(torch.randint(width - size + 1, (), generator=generator))
+        return image.crop((left, top, left + size, top + size))
+
+    @staticmethod
+    def _round_to_multiple(image: Image.Image, base: int) -> Image.Image:
+        width, height = image.size
+        size = (max(base, width // base * base), max(base, height // base * base))
+        return image if size == image.size else image.resize(size, Image.BICUBIC)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A seed for one sample, distinct for every (seed, epoch, index)."""
+    return (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) % (2**63)
+
+
+class UnpairedDataset(torch.utils.data.Dataset):
+    """Items pair the i-th image of A (in order or shuffled per epoch) with a random image of B.
+
+    Its length is max(|A|, |B|), as in the official code; call ``set_epoch`` before each epoch.
+    """
+
+    def __init__(
+        self,
+        paths_a: Sequence[Path],
+        paths_b: Sequence[Path],
+        *,
+        preprocess: Preprocess,
+        channels_a: int = 3,
+        channels_b: int = 3,
+        serial: bool = False,
+        seed: int = 0,
+    ):
+        if not paths_a or not paths_b:
+            raise ValueError("both domains need at least one image")
+        self.paths_a, self.paths_b = list(paths_a), list(paths_b)
+        self.preprocess = preprocess
+        self.channels_a, self.channels_b = channels_a, channels_b
+        self.serial, self.seed = serial, seed
+        self.set_epoch(1)
+
+    def __len__(self) -> int:
+        return max(len(self.paths_a), len(self.paths_b))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix this epoch's order of A and draw of B."""
+        self.epoch = epoch
+        n = len(self)
+        if self.serial:
+            self.order_a = torch.arange(n) % len(self.paths_a)
+            self.order_b = torch.arange(n) % len(self.paths_b)
+            return
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -1))
+        self.order_a = torch.randperm(n, generator=generator) % len(self.paths_a)
+        self.order_b = torch.randint(len(self.paths_b), (n,), generator=generator)
+
+    def __getitem__(self, index: int) -> dict:
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+        a, path_a = self._load(self.paths_a, int(self.order_a[index]), self.channels_a, generator)
+        b, path_b = self._load(self.paths_b, int(self.order_b[index]), self.channels_b, generator)
+        return {"A": a, "B": b, "A_path": str(path_a), "B_path": str(path_b)}
+
+    def _load(self, paths: list[Path], index: int, channels: int, generator: torch.Generator):
+        """Load ``paths[index]``; a file that fails is reported and the next one is used instead."""
+        for attempt in range(len(paths)):
+            path = paths[(index + attempt) % len(paths)]
+            try:
+                return self.preprocess(load_image(path, channels=channels), generator), path
+            except ImageReadError as exc:
+                log.warning("skipping %s: %s", path, exc)
+        raise ImageReadError(f"no readable image among {len(paths)} files, e.g. {paths[0]}")
+
+
+def domain_folders(dataroot: str | Path, phase: str, direction: str) -> tuple[Path, Path]:
+    """``(ROOT/<phase>A, ROOT/<phase>B)``, swapped for BtoA."""
+    root = Path(dataroot)
+    a, b = root / f"{phase}A", root / f"{phase}B"
+    return (b, a) if direction == "BtoA" else (a, b)
+
+
+def unpaired_dataset_from_folders(
+    dataroot: str | Path,
+    *,
+    phase: str = "train",
+    direction: str = "AtoB",
+    preprocess: Preprocess,
+    channels_a: int = 3,
+    channels_b: int = 3,
+    serial: bool = False,
+    max_dataset_size: int = 0,
+    seed: int = 0,
+) -> UnpairedDataset:
+    """The dataset of ``dataroot/<phase>A`` and ``<phase>B``, with errors that say what to fix."""
+    root = Path(dataroot)
+    if not str(dataroot) or not root.is_dir():
+        raise FileNotFoundError(f"dataroot {root} does not exist; pass --dataroot with {phase}A/ and {phase}B/ inside")
+    domains = []
+    for folder in domain_folders(root, phase, direction):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} does not exist; --dataroot must hold {phase}A/ and {phase}B/")
+        paths = find_images(folder, max_count=max_dataset_size)
+        if not paths:
+            raise FileNotFoundError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        domains.append(paths)
+    return UnpairedDataset(
+        domains[0], domains[1], preprocess=preprocess, channels_a=channels_a, channels_b=channels_b,
+        serial=serial, seed=seed,
+    )

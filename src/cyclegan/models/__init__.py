@@ -1,0 +1,60 @@
+"""Network registries and the two builders that turn a ModelConfig into initialised networks."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from torch import nn
+
+from ..config import ModelConfig
+from .discriminators import NLayerDiscriminator
+from .generators import ResnetBlock, ResnetGenerator
+from .layers import init_weights, lookup
+
+GENERATORS = {
+    "resnet_9blocks": partial(ResnetGenerator, n_blocks=9),
+    "resnet_6blocks": partial(ResnetGenerator, n_blocks=6),
+}
+
+DISCRIMINATORS = {
+    "basic": lambda in_channels, *, n_layers, **kw: NLayerDiscriminator(in_channels, n_layers=3, **kw),
+    "n_layers": lambda in_channels, *, n_layers, **kw: NLayerDiscriminator(in_channels, n_layers=n_layers, **kw),
+}
+
+
+def build_generator(cfg: ModelConfig, *, in_channels: int | None = None, out_channels: int | None = None) -> nn.Module:
+    """An initialised generator; channels default to input_nc -> output_nc (pass them swapped for G_BA)."""
+    make = lookup(GENERATORS, cfg.netG, "netG")
+    net = make(
+        cfg.input_nc if in_channels is None else in_channels,
+        cfg.output_nc if out_channels is None else out_channels,
+        base_channels=cfg.ngf,
+        norm=cfg.norm,
+        dropout=not cfg.no_dropout,
+        upsample=cfg.upsample,
+        global_residual=cfg.global_residual,
+    )
+    init_weights(net, cfg.init_type, cfg.init_gain)
+    if cfg.global_residual:
+        net.start_as_identity()
+    return net
+
+
+def build_discriminator(cfg: ModelConfig, *, in_channels: int) -> nn.Module:
+    """An initialised discriminator judging images with ``in_channels`` channels."""
+    make = lookup(DISCRIMINATORS, cfg.netD, "netD")
+    net = make(in_channels, n_layers=cfg.n_layers_D, base_channels=cfg.ndf, norm=cfg.norm)
+    init_weights(net, cfg.init_type, cfg.init_gain)
+    return net
+
+
+__all__ = [
+    "DISCRIMINATORS",
+    "GENERATORS",
+    "NLayerDiscriminator",
+    "ResnetBlock",
+    "ResnetGenerator",
+    "build_discriminator",
+    "build_generator",
+    "init_weights",
+]

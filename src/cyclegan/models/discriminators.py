@@ -1,0 +1,31 @@
+"""PatchGAN discriminator: the 70x70 one of the paper (n_layers=3) and its deeper/shallower kin."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import conv_bias, norm_factory
+
+
+class NLayerDiscriminator(nn.Module):
+    """conv4-s2 (no norm), LeakyReLU; ``n_layers - 1`` more conv4-s2 and one conv4-s1 with norm; conv4-s1 to 1.
+
+    Outputs one logit per overlapping patch: 30x30 for a 256x256 input at ``n_layers=3``.
+    """
+
+    def __init__(self, in_channels: int = 3, *, base_channels: int = 64, n_layers: int = 3, norm: str = "instance"):
+        super().__init__()
+        make_norm, bias = norm_factory(norm), conv_bias(norm)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, base_channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        channels = base_channels
+        for n in range(1, n_layers + 1):
+            stride = 2 if n < n_layers else 1
+            out = base_channels * min(2**n, 8)
+            layers += [nn.Conv2d(channels, out, 4, stride=stride, padding=1, bias=bias), make_norm(out), nn.LeakyReLU(0.2, True)]
+            channels = out
+        layers.append(nn.Conv2d(channels, 1, 4, stride=1, padding=1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # (B, 1, H', W') patch logits

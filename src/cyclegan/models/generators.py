@@ -1,0 +1,93 @@
+"""ResNet generator of the CycleGAN paper (Johnson et al. style), with optional fast-recipe parts."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import conv_bias, norm_factory
+
+
+class ResnetBlock(nn.Module):
+    """x + [pad, conv3, norm, ReLU, (dropout), pad, conv3, norm](x)."""
+
+    def __init__(self, channels: int, *, norm: str = "instance", dropout: bool = False):
+        super().__init__()
+        make_norm, bias = norm_factory(norm), conv_bias(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, bias=bias),
+            make_norm(channels),
+            nn.ReLU(True),
+        ]
+        if dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), make_norm(channels)]
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+def _upsample_layer(in_channels: int, out_channels: int, *, kind: str, bias: bool) -> list[nn.Module]:
+    """Double the resolution: a transposed conv (paper) or nearest resize + conv (no checkerboard)."""
+    if kind == "transpose":
+        return [nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=bias)]
+    if kind == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                nn.Conv2d(in_channels, out_channels, 3, bias=bias)]
+    raise ValueError(f"unknown upsample {kind!r}; valid: resize, transpose")
+
+
+class ResnetGenerator(nn.Module):
+    """c7s1-k, two stride-2 downsamplings, ``n_blocks`` residual blocks, two upsamplings, c7s1-out.
+
+    Spatial sizes that are multiples of 4 come back unchanged.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        *,
+        base_channels: int = 64,
+        n_blocks: int = 9,
+        norm: str = "instance",
+        dropout: bool = False,
+        upsample: str = "transpose",
+        global_residual: bool = False,
+    ):
+        super().__init__()
+        if global_residual and in_channels != out_channels:
+            raise ValueError("global_residual needs in_channels == out_channels")
+        make_norm, bias = norm_factory(norm), conv_bias(norm)
+        c = base_channels
+        self.global_residual = global_residual
+        self.stem = nn.Sequential(
+            nn.ReflectionPad2d(3), nn.Conv2d(in_channels, c, 7, bias=bias), make_norm(c), nn.ReLU(True)
+        )
+        self.down = nn.Sequential(
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=bias), make_norm(2 * c), nn.ReLU(True),
+            nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1, bias=bias), make_norm(4 * c), nn.ReLU(True),
+        )
+        self.blocks = nn.Sequential(*[ResnetBlock(4 * c, norm=norm, dropout=dropout) for _ in range(n_blocks)])
+        self.up = nn.Sequential(
+            *_upsample_layer(4 * c, 2 * c, kind=upsample, bias=bias), make_norm(2 * c), nn.ReLU(True),
+            *_upsample_layer(2 * c, c, kind=upsample, bias=bias), make_norm(c), nn.ReLU(True),
+        )
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(c, out_channels, 7))
+
+    def start_as_identity(self) -> None:
+        """Zero the last conv so that a global-residual generator starts as the identity map."""
+        if not self.global_residual:
+            raise ValueError("start_as_identity needs global_residual=True")
+        last = self.head[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(self.blocks(self.down(self.stem(x))))  # (B, base_channels, H, W)
+        out = self.head(h)  # (B, out_channels, H, W)
+        if self.global_residual:
+            return (x + out).clamp(-1.0, 1.0)
+        return torch.tanh(out)

@@ -1,0 +1,75 @@
+"""Building blocks shared by the generators and discriminators: norms and initialisation."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import nn
+
+NormFactory = Callable[[int], nn.Module]
+
+NORM_LAYERS: dict[str, NormFactory] = {
+    # The official code: InstanceNorm without affine parameters or running statistics.
+    "instance": partial(nn.InstanceNorm2d, affine=False, track_running_stats=False),
+    "batch": partial(nn.BatchNorm2d, affine=True, track_running_stats=True),
+    "none": lambda channels: nn.Identity(),
+}
+
+
+def norm_factory(name: str) -> NormFactory:
+    """The constructor of a norm layer by name."""
+    return lookup(NORM_LAYERS, name, "norm")
+
+
+def conv_bias(norm: str) -> bool:
+    """Whether convs followed by this norm carry a bias (the official rule: only with instance norm)."""
+    return norm == "instance"
+
+
+def lookup(registry: dict, name: str, what: str):
+    """``registry[name]``, or a ValueError listing the valid names."""
+    try:
+        return registry[name]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(sorted(registry))}") from None
+
+
+def _init_normal(weight: torch.Tensor, gain: float) -> None:
+    nn.init.normal_(weight, 0.0, gain)
+
+
+def _init_xavier(weight: torch.Tensor, gain: float) -> None:
+    nn.init.xavier_normal_(weight, gain=gain)
+
+
+def _init_kaiming(weight: torch.Tensor, gain: float) -> None:
+    nn.init.kaiming_normal_(weight, a=0, mode="fan_in")
+
+
+def _init_orthogonal(weight: torch.Tensor, gain: float) -> None:
+    nn.init.orthogonal_(weight, gain=gain)
+
+
+WEIGHT_INITS = {
+    "normal": _init_normal,
+    "xavier": _init_xavier,
+    "kaiming": _init_kaiming,
+    "orthogonal": _init_orthogonal,
+}
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, kind: str = "normal", gain: float = 0.02) -> nn.Module:
+    """Initialise conv/linear weights by ``kind`` (biases 0) and batch-norm scales N(1, gain)."""
+    init_weight = lookup(WEIGHT_INITS, kind, "init_type")
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            init_weight(layer.weight, gain)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.normal_(layer.weight, 1.0, gain)
+            nn.init.zeros_(layer.bias)
+    return module

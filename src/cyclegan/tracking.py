@@ -1,0 +1,73 @@
+"""What a run shows people: a progress bar, a JSONL metrics log and sample image grids."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from PIL import Image
+
+from .data import to_image
+
+
+class MetricsLog:
+    """Appends one JSON object per line; on resume, forgets lines after the checkpoint's iteration."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def truncate_after(self, total_iters: int) -> None:
+        """Drop records logged after ``total_iters`` (they belong to iterations that are redone)."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("iter", 0) <= total_iters]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def append(self, record: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def image_grid(rows: Sequence[Sequence[torch.Tensor]], *, gap: int = 2) -> Image.Image:
+    """Tile (C, H, W) tensors in [-1, 1] into one RGB image, row by row, on a white background."""
+    tiles = [[to_image(t).convert("RGB") for t in row] for row in rows]
+    width = max(sum(tile.width for tile in row) + gap * (len(row) - 1) for row in tiles)
+    height = sum(max(tile.height for tile in row) for row in tiles) + gap * (len(tiles) - 1)
+    grid = Image.new("RGB", (width, height), "white")
+    top = 0
+    for row in tiles:
+        left = 0
+        for tile in row:
+            grid.paste(tile, (left, top))
+            left += tile.width + gap
+        top += max(tile.height for tile in row) + gap
+    return grid
+
+
+def format_losses(losses: dict[str, float]) -> dict[str, str]:
+    return {name: f"{value:.3f}" for name, value in losses.items()}
+
+
+def progress(iterable: Iterable, *, total: int, initial: int, description: str, enabled: bool = True):
+    """A tqdm bar with rate and ETA; a no-op wrapper when disabled."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, initial=initial, desc=description, disable=not enabled,
+                dynamic_ncols=True, leave=True)

@@ -1,0 +1,423 @@
+"""The CycleGAN model, its training step, and the loop that trains, logs, saves and resumes.
+
+Names, paper and official code side by side:
+
+=========  ==============  ==================  ========================================
+here       paper           official code       role
+=========  ==============  ==================  ========================================
+g_ab       G: X -> Y       netG_A              translates domain A into domain B
+g_ba       F: Y -> X       netG_B              translates domain B into domain A
+d_b        D_Y             netD_A              judges domain B: real_b vs fake_b
+d_a        D_X             netD_B              judges domain A: real_a vs fake_a
+=========  ==============  ==================  ========================================
+
+The eight logged losses keep the official names: ``G_A`` = GAN(d_b(fake_b)), ``D_A`` = loss of
+d_b, ``cycle_A`` = lambda_A |g_ba(g_ab(a)) - a|, ``idt_A`` = lambda_identity lambda_B |g_ab(b) - b|,
+and the mirror images ``G_B``, ``D_B`` (d_a), ``cycle_B``, ``idt_B``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import LATEST, NETWORK_NAMES, Checkpoint, save_checkpoint
+from .config import ExperimentConfig, build_experiment
+from .data import Preprocess, UnpairedDataset, unpaired_dataset_from_folders
+from .image_pool import ImagePool
+from .losses import GANLoss, cycle_loss, identity_loss
+from .models import build_discriminator, build_generator
+from .tracking import MetricsLog, atomic_write_text, format_losses, image_grid, progress
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
+
+# Options that may change when a run is resumed: they steer the loop, not what is learnt per step.
+RESUME_OVERRIDABLE = frozenset({
+    "n_epochs", "n_epochs_decay", "max_iters", "save_epoch_freq", "save_latest_freq", "print_freq",
+    "display_freq", "num_threads", "device", "dataroot",
+})
+
+
+def linear_lr_factor(epoch: int, *, n_epochs: int, n_epochs_decay: int) -> float:
+    """The official ``linear`` policy: lr multiplier while training epoch ``epoch`` (counted from 1).
+
+    1 for epochs 1..n_epochs, then 1 - (epoch - n_epochs) / (n_epochs_decay + 1).
+    """
+    return 1.0 - max(0, epoch - n_epochs) / float(n_epochs_decay + 1)
+
+
+def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+class CycleGAN(nn.Module):
+    """The four networks and the losses that tie them together."""
+
+    def __init__(
+        self,
+        g_ab: nn.Module,
+        g_ba: nn.Module,
+        d_a: nn.Module,
+        d_b: nn.Module,
+        *,
+        gan_mode: str = "lsgan",
+        lambda_a: float = 10.0,
+        lambda_b: float = 10.0,
+        lambda_identity: float = 0.5,
+    ):
+        super().__init__()
+        self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
+        self.gan_loss = GANLoss(gan_mode)
+        self.lambda_a, self.lambda_b, self.lambda_identity = lambda_a, lambda_b, lambda_identity
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in NETWORK_NAMES}
+
+    def translate_both(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """fake_b = G(a), rec_a = F(G(a)), fake_a = F(b), rec_b = G(F(b))."""
+        fake_b = self.g_ab(real_a)
+        rec_a = self.g_ba(fake_b)
+        fake_a = self.g_ba(real_b)
+        rec_b = self.g_ab(fake_a)
+        return {"real_a": real_a, "fake_b": fake_b, "rec_a": rec_a, "real_b": real_b, "fake_a": fake_a, "rec_b": rec_b}
+
+    def generator_losses(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Adversarial, cycle and identity losses of both generators (discriminators held fixed)."""
+        real_a, real_b = images["real_a"], images["real_b"]
+        losses = {
+            "G_A": self.gan_loss(self.d_b(images["fake_b"]), True),
+            "G_B": self.gan_loss(self.d_a(images["fake_a"]), True),
+            "cycle_A": cycle_loss(images["rec_a"], real_a, self.lambda_a),
+            "cycle_B": cycle_loss(images["rec_b"], real_b, self.lambda_b),
+        }
+        if self.lambda_identity > 0:
+            losses["idt_A"] = identity_loss(self.g_ab(real_b), real_b, self.lambda_b * self.lambda_identity)
+            losses["idt_B"] = identity_loss(self.g_ba(real_a), real_a, self.lambda_a * self.lambda_identity)
+        else:
+            losses["idt_A"] = losses["idt_B"] = real_a.new_zeros(())
+        return losses
+
+    def discriminator_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """0.5 * (GAN(D(real), real) + GAN(D(fake), fake)), with ``fake`` detached from its generator."""
+        return 0.5 * (self.gan_loss(d(real), True) + self.gan_loss(d(fake.detach()), False))
+
+
+def build_cyclegan(config: ExperimentConfig) -> CycleGAN:
+    """Freshly initialised networks for ``config`` (init draws from torch's global RNG)."""
+    m, t = config.model, config.train
+    return CycleGAN(
+        build_generator(m),
+        build_generator(m, in_channels=m.output_nc, out_channels=m.input_nc),
+        build_discriminator(m, in_channels=m.input_nc),
+        build_discriminator(m, in_channels=m.output_nc),
+        gan_mode=t.gan_mode,
+        lambda_a=t.lambda_A,
+        lambda_b=t.lambda_B,
+        lambda_identity=t.lambda_identity,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every global RNG state, in checkpoint-storable types (no numpy objects)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+class Trainer:
+    """Owns a run: the model, both Adam optimizers, both image pools, the counters and the run folder.
+
+    ``Trainer(config)`` starts a new run; ``Trainer.resume(run_dir)`` continues one exactly.
+    """
+
+    def __init__(self, config: ExperimentConfig, *, device: str | torch.device | None = None):
+        self.config = config
+        t = config.train
+        self.device = pick_device(t.device) if device is None else torch.device(device)
+        seed_everything(t.seed)
+        self.model = build_cyclegan(config).to(self.device)
+        betas = (t.beta1, 0.999)
+        self.opt_g = torch.optim.Adam(itertools.chain(self.model.g_ab.parameters(), self.model.g_ba.parameters()), lr=t.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(itertools.chain(self.model.d_a.parameters(), self.model.d_b.parameters()), lr=t.lr, betas=betas)
+        self.pool_a = ImagePool(t.pool_size, torch.Generator().manual_seed(t.seed + 1))  # fakes of A, for d_a
+        self.pool_b = ImagePool(t.pool_size, torch.Generator().manual_seed(t.seed + 2))  # fakes of B, for d_b
+        self.epoch = 1  # the epoch being trained, counted from 1
+        self.epoch_iter = 0  # batches done in this epoch
+        self.total_iters = 0
+        self.last_images: dict[str, torch.Tensor] = {}
+        self.set_learning_rate()
+
+    # ---- one iteration -------------------------------------------------------------------
+
+    def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float]:
+        """One generator update (discriminators frozen), then one update of both discriminators."""
+        model = self.model
+        real_a, real_b = real_a.to(self.device), real_b.to(self.device)
+        images = model.translate_both(real_a, real_b)
+
+        set_requires_grad([model.d_a, model.d_b], False)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_losses = model.generator_losses(images)
+        sum(g_losses.values()).backward()
+        self.opt_g.step()
+
+        set_requires_grad([model.d_a, model.d_b], True)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_losses = {
+            "D_A": model.discriminator_loss(model.d_b, real_b, self.pool_b.query(images["fake_b"])),
+            "D_B": model.discriminator_loss(model.d_a, real_a, self.pool_a.query(images["fake_a"])),
+        }
+        (d_losses["D_A"] + d_losses["D_B"]).backward()
+        self.opt_d.step()
+
+        self.last_images = {k: v[0].detach() for k, v in images.items()}
+        losses = {**g_losses, **d_losses}
+        return {name: float(losses[name].detach()) for name in LOSS_NAMES}
+
+    # ---- schedule ------------------------------------------------------------------------
+
+    @property
+    def total_epochs(self) -> int:
+        return self.config.train.n_epochs + self.config.train.n_epochs_decay
+
+    def learning_rate(self) -> float:
+        t = self.config.train
+        return t.lr * linear_lr_factor(self.epoch, n_epochs=t.n_epochs, n_epochs_decay=t.n_epochs_decay)
+
+    def set_learning_rate(self) -> None:
+        lr = self.learning_rate()
+        for optimizer in (self.opt_g, self.opt_d):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+    # ---- state ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the weights that an exact resume needs."""
+        return {
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "pool_a": self.pool_a.state_dict(),
+            "pool_b": self.pool_b.state_dict(),
+            "rng": capture_rng(),
+            "counters": {"epoch": self.epoch, "epoch_iter": self.epoch_iter, "total_iters": self.total_iters},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        for pool, key in ((self.pool_a, "pool_a"), (self.pool_b, "pool_b")):
+            pool_state = dict(state[key])
+            pool_state["images"] = [image.to(self.device) for image in pool_state["images"]]
+            pool.load_state_dict(pool_state)
+        restore_rng(state["rng"])
+        counters = state["counters"]
+        self.epoch, self.epoch_iter, self.total_iters = counters["epoch"], counters["epoch_iter"], counters["total_iters"]
+        self.set_learning_rate()
+
+    def info(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "epoch_iter": self.epoch_iter, "total_iters": self.total_iters,
+                "lr": self.learning_rate(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    def save(self, path: str | Path, *, with_training_state: bool = True) -> Path:
+        return save_checkpoint(
+            path, config=self.config, networks=self.model.networks(), info=self.info(),
+            training_state=self.state_dict() if with_training_state else None,
+        )
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
+               device: str | torch.device | None = None) -> "Trainer":
+        """A trainer in exactly the state of ``run_dir``'s latest checkpoint."""
+        run_dir = Path(run_dir)
+        checkpoint = Checkpoint(run_dir)
+        overrides = dict(overrides or {})
+        refused = sorted(set(overrides) - RESUME_OVERRIDABLE - {"name", "checkpoints_dir"})
+        changed = [k for k in refused if _config_value(checkpoint.config, k) != overrides[k]]
+        if changed:
+            raise ValueError(f"cannot change {', '.join(changed)} when resuming {run_dir}: the checkpoint was "
+                             f"trained with them; options that may change: {', '.join(sorted(RESUME_OVERRIDABLE))}")
+        overrides.update(name=run_dir.name, checkpoints_dir=str(run_dir.parent))
+        config = build_experiment({k: v for k, v in overrides.items() if k not in refused}, base=checkpoint.config)
+        trainer = cls(config, device=device)
+        for name, net in trainer.model.networks().items():
+            checkpoint.load_network(name, net)
+        trainer.load_state_dict(checkpoint.training_state())
+        return trainer
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config.run_dir
+
+    def make_dataset(self) -> UnpairedDataset:
+        d, m = self.config.data, self.config.model
+        return unpaired_dataset_from_folders(
+            d.dataroot, phase="train", direction=d.direction,
+            preprocess=Preprocess(d.preprocess, d.load_size, d.crop_size, flip=not d.no_flip),
+            channels_a=m.input_nc, channels_b=m.output_nc, serial=d.serial_batches,
+            max_dataset_size=d.max_dataset_size, seed=self.config.train.seed,
+        )
+
+    def _loader(self, dataset: UnpairedDataset) -> torch.utils.data.DataLoader:
+        batch = self.config.train.batch_size
+        dataset.set_epoch(self.epoch)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=batch, sampler=range(self.epoch_iter * batch, len(dataset)),
+            num_workers=self.config.data.num_threads, drop_last=False,
+            pin_memory=self.device.type == "cuda",
+            # A private generator, so that making a loader never draws from torch's global RNG.
+            generator=torch.Generator().manual_seed(self.config.train.seed + self.epoch),
+        )
+
+    def fit(self, dataset: UnpairedDataset | None = None, *, show_progress: bool = True) -> Path:
+        """Train until the last epoch (or ``max_iters``); returns the run folder."""
+        dataset = dataset if dataset is not None else self.make_dataset()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.json", self.config.to_json() + "\n")
+        metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        metrics.truncate_after(self.total_iters)
+        log.info("run folder %s: %d images per epoch, epoch %d of %d, iteration %d",
+                 self.run_dir, len(dataset), self.epoch, self.total_epochs, self.total_iters)
+        with _InterruptToSave() as interrupt:
+            while self.epoch <= self.total_epochs:
+                if not self._train_epoch(dataset, metrics, interrupt, show_progress):
+                    break
+        return self.run_dir
+
+    def _train_epoch(self, dataset: UnpairedDataset, metrics: MetricsLog, interrupt: "_InterruptToSave",
+                     show_progress: bool) -> bool:
+        """Train the rest of the current epoch; False when the run must stop early."""
+        t = self.config.train
+        self.set_learning_rate()
+        loader = self._loader(dataset)
+        batches = -(-len(dataset) // t.batch_size)
+        bar = progress(loader, total=batches, initial=self.epoch_iter, enabled=show_progress,
+                       description=f"epoch {self.epoch}/{self.total_epochs}")
+        for batch in bar:
+            losses = self.train_step(batch["A"], batch["B"])
+            self.epoch_iter += 1
+            self.total_iters += 1
+            bar.set_postfix(format_losses(losses), refresh=False)
+            self._after_iteration(losses, metrics)
+            if self._must_stop(interrupt):
+                bar.close()
+                return False
+        bar.close()
+        self.epoch += 1
+        self.epoch_iter = 0
+        self.save(self.run_dir / LATEST)
+        if (self.epoch - 1) % t.save_epoch_freq == 0 or self.epoch > self.total_epochs:
+            self.save(self.run_dir / f"epoch_{self.epoch - 1:04d}.safetensors", with_training_state=False)
+        return True
+
+    def _after_iteration(self, losses: dict[str, float], metrics: MetricsLog) -> None:
+        t = self.config.train
+        if self.total_iters % t.print_freq == 0:
+            metrics.append({"iter": self.total_iters, "epoch": self.epoch, "epoch_iter": self.epoch_iter,
+                            "lr": self.learning_rate(), "time": time.time(), **losses})
+        if self.total_iters % t.display_freq == 0:
+            self.save_samples()
+        if self.total_iters % t.save_latest_freq == 0:
+            self.save(self.run_dir / LATEST)
+
+    def _must_stop(self, interrupt: "_InterruptToSave") -> bool:
+        max_iters = self.config.train.max_iters
+        if max_iters and self.total_iters >= max_iters:
+            self.save(self.run_dir / LATEST)
+            log.info("reached max_iters=%d; resume with: cyclegan train --resume %s", max_iters, self.run_dir)
+            return True
+        if interrupt.requested:
+            self.save(self.run_dir / LATEST)
+            log.warning("interrupted at iteration %d; saved. Resume with: cyclegan train --resume %s",
+                        self.total_iters, self.run_dir)
+            return True
+        return False
+
+    def save_samples(self) -> Path:
+        """A grid: real A, fake B, reconstructed A / real B, fake A, reconstructed B."""
+        im = self.last_images
+        grid = image_grid([[im["real_a"], im["fake_b"], im["rec_a"]], [im["real_b"], im["fake_a"], im["rec_b"]]])
+        folder = self.run_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"iter_{self.total_iters:07d}.png"
+        grid.save(path)
+        return path
+
+
+class _InterruptToSave:
+    """Turns Ctrl-C / SIGTERM into a flag, so the loop saves a checkpoint before it exits."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_InterruptToSave":
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous.clear()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _config_value(config: ExperimentConfig, key: str) -> Any:
+    for section in ("model", "data", "train"):
+        part = getattr(config, section)
+        if hasattr(part, key):
+            return getattr(part, key)
+    return getattr(config, key)
