@@ -240,24 +240,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
     text = path.read_text(encoding="utf-8")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ValueError(f"config file {path}: unknown format {suffix!r}; use .toml, .yaml, .yml or .json")
-    except ValueError:
-        raise
-    except Exception as exc:  # parser errors of three libraries
-        raise ValueError(f"config file {path} cannot be parsed: {exc}") from None
+    data = _parse_config_text(path, text)
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a table of options, not {type(data).__name__}")
     flat = flatten_config_dict(data)
@@ -267,3 +250,21 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         except ValueError as exc:
             raise ValueError(f"config file {path}: {exc}") from None
     return flat
+
+
+def _parse_config_text(path: Path, text: str) -> Any:
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ValueError(f"config file {path}: unknown format {suffix!r}; use .toml, .yaml, .yml or .json")
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            return tomllib.loads(text)
+        if suffix == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    except Exception as exc:  # the parse errors of three libraries
+        raise ValueError(f"config file {path} cannot be parsed: {exc}") from None

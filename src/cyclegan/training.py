@@ -195,28 +195,33 @@ class Trainer:
 
     def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float]:
         """One generator update (discriminators frozen), then one update of both discriminators."""
-        model = self.model
-        real_a, real_b = real_a.to(self.device), real_b.to(self.device)
-        images = model.translate_both(real_a, real_b)
-
-        set_requires_grad([model.d_a, model.d_b], False)
-        self.opt_g.zero_grad(set_to_none=True)
-        g_losses = model.generator_losses(images)
-        sum(g_losses.values()).backward()
-        self.opt_g.step()
-
-        set_requires_grad([model.d_a, model.d_b], True)
-        self.opt_d.zero_grad(set_to_none=True)
-        d_losses = {
-            "D_A": model.discriminator_loss(model.d_b, real_b, self.pool_b.query(images["fake_b"])),
-            "D_B": model.discriminator_loss(model.d_a, real_a, self.pool_a.query(images["fake_a"])),
-        }
-        (d_losses["D_A"] + d_losses["D_B"]).backward()
-        self.opt_d.step()
-
+        images = self.model.translate_both(real_a.to(self.device), real_b.to(self.device))
+        losses = {**self.generator_step(images), **self.discriminator_step(images)}
         self.last_images = {k: v[0].detach() for k, v in images.items()}
-        losses = {**g_losses, **d_losses}
         return {name: float(losses[name].detach()) for name in LOSS_NAMES}
+
+    def generator_step(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Update g_ab and g_ba on all their losses; the discriminators get no gradient."""
+        discriminators = [self.model.d_a, self.model.d_b]
+        set_requires_grad(discriminators, False)
+        self.opt_g.zero_grad(set_to_none=True)
+        losses = self.model.generator_losses(images)
+        sum(losses.values()).backward()
+        self.opt_g.step()
+        set_requires_grad(discriminators, True)
+        return losses
+
+    def discriminator_step(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Update d_b on real B vs pooled fake B, and d_a on real A vs pooled fake A."""
+        model = self.model
+        self.opt_d.zero_grad(set_to_none=True)
+        losses = {
+            "D_A": model.discriminator_loss(model.d_b, images["real_b"], self.pool_b.query(images["fake_b"])),
+            "D_B": model.discriminator_loss(model.d_a, images["real_a"], self.pool_a.query(images["fake_a"])),
+        }
+        (losses["D_A"] + losses["D_B"]).backward()
+        self.opt_d.step()
+        return losses
 
     # ---- schedule ------------------------------------------------------------------------
 

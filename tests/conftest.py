@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny image folders made in tmp_path and a tiny, fast experiment config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cyclegan.config import build_experiment
+
+TINY_OPTIONS = {
+    "netG": "resnet_6blocks", "ngf": 4, "ndf": 4, "load_size": 36, "crop_size": 32,
+    "n_epochs": 1, "n_epochs_decay": 2, "num_threads": 0, "pool_size": 2,
+    "print_freq": 1, "display_freq": 1000, "save_latest_freq": 1000, "save_epoch_freq": 1,
+}
+
+
+def write_images(folder: Path, count: int, *, size=(40, 44), seed: int = 0, mode: str = "RGB") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+        path = folder / f"img_{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def dataroot(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    write_images(root / "trainA", 3, seed=1)
+    write_images(root / "trainB", 2, seed=2)
+    return root
+
+
+@pytest.fixture
+def tiny_config(dataroot: Path, tmp_path: Path):
+    def make(**overrides):
+        options = {**TINY_OPTIONS, "dataroot": str(dataroot), "checkpoints_dir": str(tmp_path / "runs"), "name": "tiny"}
+        options.update(overrides)
+        return build_experiment(options)
+
+    return make
