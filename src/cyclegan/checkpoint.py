@@ -144,13 +144,13 @@ class Checkpoint:
     def has_training_state(self) -> bool:
         return "state" in self.metadata
 
-    def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
-        """The tensors whose key starts with ``prefix``, with the prefix removed."""
+    def tensors(self, prefix: str = "", *, strip: bool = True) -> dict[str, torch.Tensor]:
+        """The tensors whose key starts with ``prefix``, with the prefix removed when ``strip``."""
         out = {}
         with safe_open(str(self.path), framework="pt") as f:
             for key in self.keys:
                 if key.startswith(prefix):
-                    out[key[len(prefix):]] = f.get_tensor(key)
+                    out[key[len(prefix):] if strip else key] = f.get_tensor(key)
         return out
 
     def load_network(self, name: str, net: nn.Module) -> nn.Module:
@@ -164,7 +164,7 @@ class Checkpoint:
         if not self.has_training_state:
             raise CheckpointError(f"{self.path} holds weights only, no training state to resume from; "
                                   f"resume from the run's {LATEST}")
-        return unflatten_state(json.loads(self.metadata["state"]), self.tensors("state/"))
+        return unflatten_state(json.loads(self.metadata["state"]), self.tensors("state/", strip=False))
 
 
 def generator_for(model: ModelConfig, direction: str) -> nn.Module:
