@@ -75,7 +75,10 @@ class ResnetGenerator(nn.Module):
             *_upsample_layer(4 * c, 2 * c, kind=upsample, bias=bias), make_norm(2 * c), nn.ReLU(True),
             *_upsample_layer(2 * c, c, kind=upsample, bias=bias), make_norm(c), nn.ReLU(True),
         )
-        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(c, out_channels, 7))
+        # With a global residual the head also sees the input itself: instance norm hides absolute
+        # colour and brightness from the features, and a tone or colour change needs them.
+        head_in = c + in_channels if global_residual else c
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(head_in, out_channels, 7))
 
     def start_as_identity(self) -> None:
         """Zero the last conv so that a global-residual generator starts as the identity map."""
@@ -87,7 +90,7 @@ class ResnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up(self.blocks(self.down(self.stem(x))))  # (B, base_channels, H, W)
-        out = self.head(h)  # (B, out_channels, H, W)
         if self.global_residual:
-            return (x + out).clamp(-1.0, 1.0)
-        return torch.tanh(out)
+            residual = self.head(torch.cat([h, x], dim=1))  # (B, out_channels, H, W)
+            return (x + residual).clamp(-1.0, 1.0)
+        return torch.tanh(self.head(h))

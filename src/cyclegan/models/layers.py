@@ -24,8 +24,12 @@ def norm_factory(name: str) -> NormFactory:
 
 
 def conv_bias(norm: str) -> bool:
-    """Whether convs followed by this norm carry a bias (the official rule: only with instance norm)."""
-    return norm == "instance"
+    """Whether convs followed by this norm carry a bias: all but batch norm, whose shift replaces it.
+
+    The official code also drops the bias with ``--norm none``, which leaves such a network without
+    any bias; here it keeps one.
+    """
+    return norm != "batch"
 
 
 def lookup(registry: dict, name: str, what: str):

@@ -1,0 +1,64 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cyclegan.cli import main
+from cyclegan.demo import PHOTOS_A, PHOTOS_B, build_demo_dataset, psnr, score_against_truth, winter_look
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    return build_demo_dataset(tmp_path_factory.mktemp("demo") / "data", train_per_photo=4, test_per_photo=2)
+
+
+def test_dataset_layout_and_unpaired_sources(demo_data):
+    counts = {sub: len(list((demo_data / sub).glob("*.png"))) for sub in ("trainA", "trainB", "testA", "testB", "testA_truth")}
+    assert counts == {"trainA": 4 * len(PHOTOS_A), "trainB": 4 * len(PHOTOS_B), "testA": 2 * len(PHOTOS_A),
+                      "testB": 2 * len(PHOTOS_B), "testA_truth": 2 * len(PHOTOS_A)}
+    stems_a = {p.name.rsplit("_", 1)[0] for p in (demo_data / "trainA").glob("*.png")}
+    stems_b = {p.name.rsplit("_", 1)[0] for p in (demo_data / "trainB").glob("*.png")}
+    assert stems_a and stems_b and not stems_a & stems_b  # no photo feeds both domains
+
+
+def test_ground_truth_is_the_winter_look_of_each_test_crop(demo_data):
+    for path in (demo_data / "testA").glob("*.png"):
+        with Image.open(path) as a, Image.open(demo_data / "testA_truth" / path.name) as truth:
+            assert np.array_equal(np.asarray(winter_look(a.convert("RGB"))), np.asarray(truth))
+
+
+def test_winter_look_changes_colour_enough_to_measure():
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    out = np.asarray(winter_look(image), dtype=np.float32)
+    assert out.min() >= 0.1 * 255 - 1  # lifted blacks
+    assert out[..., 2].mean() > out[..., 0].mean()  # cooler
+
+
+def test_build_is_deterministic_and_skipped_when_done(demo_data, tmp_path):
+    again = build_demo_dataset(tmp_path / "again", train_per_photo=4, test_per_photo=2)
+    for path in sorted((demo_data / "trainB").glob("*.png")):
+        assert path.read_bytes() == (again / "trainB" / path.name).read_bytes()
+    stamp = (again / "trainA").stat().st_mtime_ns
+    build_demo_dataset(tmp_path / "again", train_per_photo=4, test_per_photo=2)
+    assert (again / "trainA").stat().st_mtime_ns == stamp
+
+
+def test_psnr_and_do_nothing_score(demo_data):
+    x = torch.zeros(1, 3, 4, 4)
+    assert psnr(x, x + 0.2) == pytest.approx(10 * np.log10(1 / 0.01))
+    score = score_against_truth(lambda a: a, demo_data)
+    assert score.trained_psnr == score.identity_psnr and 12 < score.identity_psnr < 25
+
+
+def test_demo_command_trains_and_reports(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("cyclegan.demo.build_demo_dataset",
+                        lambda root: build_demo_dataset(root, train_per_photo=2, test_per_photo=1))
+    assert main(["demo", "--output", str(tmp_path / "d"), "--iters", "3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "doing nothing" in out and "results.png" in out
+    report = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert report["iterations"] == 3 and report["test_images"] == len(PHOTOS_A)
+    assert (tmp_path / "d" / "results.png").stat().st_size > 0
