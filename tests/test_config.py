@@ -26,7 +26,9 @@ def test_dict_round_trip_and_flat_keys():
     ({"bogus": 1}, "unknown option 'bogus'"),
     ({"crop_size": 300}, "crop_size"),
     ({"no_flip": "yes"}, "true or false"),
-    ({"ngf": "many"}, "must be a int"),
+    ({"ngf": "many"}, "must be an integer"),
+    ({"ngf": 2.5}, "must be an integer"),
+    ({"lr": "fast"}, "must be a number"),
     ({"input_nc": 1}, "identity loss"),
 ])
 def test_bad_options_are_refused_with_a_clear_message(options, message):

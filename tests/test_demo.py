@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from cyclegan.cli import main
-from cyclegan.demo import PHOTOS_A, PHOTOS_B, build_demo_dataset, psnr, score_against_truth, winter_look
+from cyclegan.demo import PHOTOS, REGIONS, crop_boxes, build_demo_dataset, psnr, score_against_truth, winter_look
 
 
 @pytest.fixture(scope="module")
@@ -14,13 +14,21 @@ def demo_data(tmp_path_factory):
     return build_demo_dataset(tmp_path_factory.mktemp("demo") / "data", train_per_photo=4, test_per_photo=2)
 
 
-def test_dataset_layout_and_unpaired_sources(demo_data):
+def test_dataset_layout(demo_data):
     counts = {sub: len(list((demo_data / sub).glob("*.png"))) for sub in ("trainA", "trainB", "testA", "testB", "testA_truth")}
-    assert counts == {"trainA": 4 * len(PHOTOS_A), "trainB": 4 * len(PHOTOS_B), "testA": 2 * len(PHOTOS_A),
-                      "testB": 2 * len(PHOTOS_B), "testA_truth": 2 * len(PHOTOS_A)}
-    stems_a = {p.name.rsplit("_", 1)[0] for p in (demo_data / "trainA").glob("*.png")}
-    stems_b = {p.name.rsplit("_", 1)[0] for p in (demo_data / "trainB").glob("*.png")}
-    assert stems_a and stems_b and not stems_a & stems_b  # no photo feeds both domains
+    n = len(PHOTOS)
+    assert counts == {"trainA": 4 * n, "trainB": 4 * n, "testA": 2 * n, "testB": 2 * n, "testA_truth": 2 * n}
+
+
+def test_domains_and_test_crops_come_from_disjoint_regions():
+    (a0, a1), (t0, t1), (b0, b1) = REGIONS
+    assert a1 <= t0 and t1 <= b0  # A, held-out test and B columns do not overlap
+    rng = np.random.default_rng(0)
+    for x_range in ((0, 90), (90, 166), (166, 256)):
+        for left, top, right, bottom in crop_boxes(200, 64, x_range, 256, rng):
+            assert x_range[0] <= left and right <= x_range[1] and 0 <= top and bottom <= 256
+    with pytest.raises(ValueError, match="does not fit"):
+        crop_boxes(1, 72, (0, 50), 256, rng)
 
 
 def test_ground_truth_is_the_winter_look_of_each_test_crop(demo_data):
@@ -60,5 +68,5 @@ def test_demo_command_trains_and_reports(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "doing nothing" in out and "results.png" in out
     report = json.loads((tmp_path / "d" / "results.json").read_text())
-    assert report["iterations"] == 3 and report["test_images"] == len(PHOTOS_A)
+    assert report["iterations"] == 3 and report["test_images"] == len(PHOTOS)
     assert (tmp_path / "d" / "results.png").stat().st_size > 0

@@ -45,6 +45,12 @@ class ModelConfig:
     ngf: int = option(64, "filters in the generator's first conv layer")
     ndf: int = option(64, "filters in the discriminator's first conv layer")
     norm: str = option("instance", "normalisation layer", choices=NORM_NAMES)
+    norm_D: str = option(
+        "same",
+        "normalisation in the discriminators: same = --norm; none lets them see absolute colour and "
+        "brightness, which instance norm hides (fast recipe)",
+        choices=("same",) + NORM_NAMES,
+    )
     no_dropout: bool = option(True, "no dropout in the generator (the CycleGAN default)")
     init_type: str = option("normal", "weight initialisation", choices=INIT_NAMES)
     init_gain: float = option(0.02, "scale of the initialisation")
@@ -185,6 +191,9 @@ def build_experiment(flat: dict[str, Any], base: ExperimentConfig | None = None)
     return config
 
 
+TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
 def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """Convert config-file values to each field's type and check its choices."""
     types = {f.name: f for f in dataclasses.fields(cls)}
@@ -194,10 +203,12 @@ def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
         kind = type(f.default)
         if kind is bool and not isinstance(value, bool):
             raise ValueError(f"option {key!r} must be true or false, got {value!r}")
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            value = str(value)  # refused below instead of being truncated
         try:
             value = kind(value)
         except (TypeError, ValueError):
-            raise ValueError(f"option {key!r} must be a {kind.__name__}, got {value!r}") from None
+            raise ValueError(f"option {key!r} must be {TYPE_WORDS[kind]}, got {value!r}") from None
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ValueError(f"option {key!r} must be one of {', '.join(map(str, choices))}; got {value!r}")

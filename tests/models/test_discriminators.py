@@ -41,3 +41,23 @@ def test_70x70_receptive_field():
 def test_n_layers_variant_depth():
     net = build_discriminator(ModelConfig(netD="n_layers", n_layers_D=2, ndf=8), in_channels=3)
     assert len([m for m in net.modules() if isinstance(m, nn.Conv2d)]) == 4
+
+
+def test_norm_d_overrides_the_discriminator_norm_only():
+    from cyclegan.models import build_generator
+
+    cfg = ModelConfig(ndf=8, ngf=4, norm_D="none")
+    d = build_discriminator(cfg, in_channels=3)
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in d.modules())
+    assert all(c.bias is not None for c in d.modules() if isinstance(c, nn.Conv2d))
+    assert any(isinstance(m, nn.InstanceNorm2d) for m in build_generator(cfg).modules())
+
+
+@pytest.mark.parametrize("norm, layer, bias", [("instance", nn.InstanceNorm2d, True), ("batch", nn.BatchNorm2d, False),
+                                               ("none", None, True)])
+def test_norm_choice_and_conv_bias(norm, layer, bias):
+    d = build_discriminator(ModelConfig(ndf=8, norm=norm), in_channels=3)
+    middle = [m for m in d.modules() if isinstance(m, nn.Conv2d)][1:-1]
+    assert all((c.bias is not None) == bias for c in middle)
+    norms = [m for m in d.modules() if isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d))]
+    assert (len(norms) == 3 and all(isinstance(m, layer) for m in norms)) if layer else not norms

@@ -84,3 +84,14 @@ def test_unknown_generator_lists_valid_names():
     with pytest.raises(ValueError, match="resnet_6blocks"):
         build_generator(ModelConfig(netG="unet_999"))
     assert set(GENERATORS) == {"resnet_9blocks", "resnet_6blocks"}
+
+
+def test_global_residual_head_sees_the_input_colour():
+    # Instance norm makes the features blind to a global brightness change; the head must not be.
+    net = build_generator(ModelConfig(ngf=8, global_residual=True))
+    torch.nn.init.normal_(net.head[-1].weight, 0.0, 0.05)
+    x = torch.rand(1, 3, 32, 32) * 0.5 - 0.25
+    with torch.no_grad():
+        change_dark = net(x - 0.5) - (x - 0.5)
+        change_bright = net(x + 0.5) - (x + 0.5)
+    assert not torch.allclose(change_dark, change_bright, atol=1e-3)

@@ -43,7 +43,8 @@ def build_generator(cfg: ModelConfig, *, in_channels: int | None = None, out_cha
 def build_discriminator(cfg: ModelConfig, *, in_channels: int) -> nn.Module:
     """An initialised discriminator judging images with ``in_channels`` channels."""
     make = lookup(DISCRIMINATORS, cfg.netD, "netD")
-    net = make(in_channels, n_layers=cfg.n_layers_D, base_channels=cfg.ndf, norm=cfg.norm)
+    norm = cfg.norm if cfg.norm_D == "same" else cfg.norm_D
+    net = make(in_channels, n_layers=cfg.n_layers_D, base_channels=cfg.ndf, norm=norm)
     init_weights(net, cfg.init_type, cfg.init_gain)
     return net
 
