@@ -30,6 +30,7 @@ def test_dict_round_trip_and_flat_keys():
     ({"ngf": 2.5}, "must be an integer"),
     ({"lr": "fast"}, "must be a number"),
     ({"input_nc": 1}, "identity loss"),
+    ({"preprocess": "none", "batch_size": 2}, "cannot share a batch"),
 ])
 def test_bad_options_are_refused_with_a_clear_message(options, message):
     with pytest.raises(ValueError, match=message):

@@ -27,10 +27,9 @@ DIRECTIONS = ("AtoB", "BtoA")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def option(default: Any, help: str, *, choices: tuple | None = None, flag: bool = True):
+def option(default: Any, help: str, *, choices: tuple | None = None):
     """A dataclass field carrying its CLI help and choices."""
-    meta = {"help": help, "choices": choices, "flag": flag}
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -237,6 +236,9 @@ def validate(config: ExperimentConfig) -> None:
     if d.preprocess == "resize_and_crop" and d.crop_size > d.load_size:
         raise ValueError(f"crop_size ({d.crop_size}) is larger than load_size ({d.load_size}): "
                          "the random crop cannot fit; lower --crop_size or raise --load_size")
+    if d.preprocess == "none" and t.batch_size > 1:
+        raise ValueError("--preprocess none keeps each image's own size, so images cannot share a batch: "
+                         "use --batch_size 1 or another --preprocess")
     if m.global_residual and m.input_nc != m.output_nc:
         raise ValueError("global_residual needs input_nc == output_nc")
     if t.lambda_identity > 0 and m.input_nc != m.output_nc:
