@@ -167,3 +167,9 @@ def test_interrupt_saves_a_resumable_checkpoint(tiny_config, monkeypatch):
     assert trainer.total_iters == 2
     assert Checkpoint(run).info["total_iters"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where no GPU exists")
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error(tiny_config):
+    with pytest.raises(ValueError, match="no CUDA device"):
+        Trainer(tiny_config(device="cuda"))
