@@ -131,39 +131,40 @@ class DemoScore:
     images: int
 
 
-def score_against_truth(generator, dataroot: str | Path) -> DemoScore:
-    """Mean PSNR of G(a) and of a itself against T(a) over testA / testA_truth."""
+def translate_test_crops(generator, dataroot: str | Path) -> list[tuple]:
+    """(a, G(a), T(a)) tensors for every held-out crop in testA / testA_truth."""
     import torch
 
     from .data import find_images, load_image, to_tensor
 
     root = Path(dataroot)
-    trained, identity = [], []
+    triplets = []
     with torch.inference_mode():
         for path in find_images(root / "testA"):
-            a = to_tensor(load_image(path)).unsqueeze(0)
+            a = to_tensor(load_image(path)).unsqueeze(0)  # (1, 3, H, W)
             truth = to_tensor(load_image(root / "testA_truth" / path.name)).unsqueeze(0)
-            trained.append(psnr(generator(a).clamp(-1, 1), truth))
-            identity.append(psnr(a, truth))
-    return DemoScore(float(np.mean(trained)), float(np.mean(identity)), len(trained))
+            triplets.append((a, generator(a).clamp(-1, 1), truth))
+    return triplets
 
 
-def save_comparison(generator, dataroot: str | Path, path: Path, *, count: int = 8) -> Path:
-    """A grid with one test crop per row: input a, G(a), ground truth T(a)."""
-    import torch
+def score(triplets: list[tuple]) -> DemoScore:
+    """Mean PSNR of G(a) and of a itself against T(a)."""
+    trained = [psnr(fake, truth) for _, fake, truth in triplets]
+    identity = [psnr(a, truth) for a, _, truth in triplets]
+    return DemoScore(float(np.mean(trained)), float(np.mean(identity)), len(triplets))
 
-    from .data import find_images, load_image, to_tensor
+
+def score_against_truth(generator, dataroot: str | Path) -> DemoScore:
+    return score(translate_test_crops(generator, dataroot))
+
+
+def save_comparison(triplets: list[tuple], path: Path, *, count: int = 8) -> Path:
+    """A grid with one test crop per row: input a, G(a), ground truth T(a), shown at twice the size."""
     from .tracking import image_grid
 
-    root = Path(dataroot)
-    paths = find_images(root / "testA")
-    chosen = paths[:: max(1, len(paths) // count)][:count]
-    rows = []
-    with torch.inference_mode():
-        for p in chosen:
-            a = to_tensor(load_image(p))
-            rows.append([a, generator(a.unsqueeze(0))[0], to_tensor(load_image(root / "testA_truth" / p.name))])
-    image_grid(rows).resize((3 * 2 * (TEST_CROP + 2), len(rows) * 2 * (TEST_CROP + 2)), Image.NEAREST).save(path)
+    chosen = triplets[:: max(1, len(triplets) // count)][:count]
+    grid = image_grid([[t[0] for t in triplet] for triplet in chosen])
+    grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST).save(path)
     return path
 
 
@@ -190,14 +191,15 @@ def run_demo(output: str | Path = "demo", *, iters: int | None = None, show_prog
     if trainer.total_iters < length:
         trainer.fit(show_progress=show_progress)
     generator = load_generator(config.run_dir, "AtoB")
-    score = score_against_truth(generator, dataroot)
-    grid = save_comparison(generator, dataroot, output / "results.png")
-    report = {"trained_psnr_db": score.trained_psnr, "do_nothing_psnr_db": score.identity_psnr,
-              "test_images": score.images, "iterations": trainer.total_iters,
+    triplets = translate_test_crops(generator, dataroot)
+    result = score(triplets)
+    grid = save_comparison(triplets, output / "results.png")
+    report = {"trained_psnr_db": result.trained_psnr, "do_nothing_psnr_db": result.identity_psnr,
+              "test_images": result.images, "iterations": trainer.total_iters,
               "minutes": (time.time() - started) / 60, "run": str(config.run_dir)}
     (output / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"demo: PSNR of G_A(a) against the true winter look T(a): {score.trained_psnr:.2f} dB; "
-          f"doing nothing: {score.identity_psnr:.2f} dB ({score.images} held-out crops)")
+    print(f"demo: PSNR of G_A(a) against the true winter look T(a): {result.trained_psnr:.2f} dB; "
+          f"doing nothing: {result.identity_psnr:.2f} dB ({result.images} held-out crops)")
     print(f"demo: look at {grid} (rows: input | translated | ground truth), the training samples in "
           f"{config.run_dir / 'samples'}, and the losses in {config.run_dir / 'metrics.jsonl'}")
-    return score
+    return result
