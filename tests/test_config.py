@@ -19,6 +19,7 @@ def test_dict_round_trip_and_flat_keys():
     c = build_experiment({"ngf": 32, "lambda_A": 5.0, "no_flip": True, "name": "x"})
     assert ExperimentConfig.from_dict(json.loads(c.to_json())) == c
     assert c.model.ngf == 32 and c.train.lambda_A == 5.0 and c.data.no_flip and c.name == "x"
+    assert (c.option("ngf"), c.option("lambda_A"), c.option("no_flip"), c.option("name")) == (32, 5.0, True, "x")
 
 
 @pytest.mark.parametrize("options, message", [

@@ -132,6 +132,11 @@ class ExperimentConfig:
         """Rebuild from ``to_dict`` output (nested) or from flat official option names."""
         return build_experiment(flatten_config_dict(data))
 
+    def option(self, key: str) -> Any:
+        """The value of one flat official-named option."""
+        section = section_of(key)
+        return getattr(getattr(self, section) if section else self, key)
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 

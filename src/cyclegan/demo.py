@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
-
-log = logging.getLogger(__name__)
 
 DEMO_DATA_VERSION = 2
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "ihc.png",

@@ -282,7 +282,7 @@ class Trainer:
         checkpoint = Checkpoint(run_dir)
         overrides = dict(overrides or {})
         refused = sorted(set(overrides) - RESUME_OVERRIDABLE - {"name", "checkpoints_dir"})
-        changed = [k for k in refused if _config_value(checkpoint.config, k) != overrides[k]]
+        changed = [k for k in refused if checkpoint.config.option(k) != overrides[k]]
         if changed:
             raise ValueError(f"cannot change {', '.join(changed)} when resuming {run_dir}: the checkpoint was "
                              f"trained with them; options that may change: {', '.join(sorted(RESUME_OVERRIDABLE))}")
@@ -419,10 +419,3 @@ class _InterruptToSave:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
-
-def _config_value(config: ExperimentConfig, key: str) -> Any:
-    for section in ("model", "data", "train"):
-        part = getattr(config, section)
-        if hasattr(part, key):
-            return getattr(part, key)
-    return getattr(config, key)
