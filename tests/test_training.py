@@ -109,7 +109,9 @@ def test_fit_writes_the_run_folder(tiny_config):
     assert [r["iter"] for r in records] == [2, 4, 6, 8]  # 3 epochs of max(3, 2) = 3 images
     assert all(set(LOSS_NAMES) <= set(r) for r in records)
     assert [r["lr"] for r in records] == pytest.approx([2e-4, 2e-4 * 2 / 3, 2e-4 * 2 / 3, 2e-4 / 3])  # iters 4-6 are epoch 2
-    assert sorted(p.name for p in (run / "samples").iterdir()) == [f"iter_{i:07d}.png" for i in (2, 4, 6, 8)]
+    # every display_freq iterations, and at every epoch's end (iterations 3, 6, 9)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        f"epoch_{e:04d}_iter_{i:07d}.png" for e, i in ((1, 2), (1, 3), (2, 4), (2, 6), (3, 8), (3, 9))]
     assert sorted(p.name for p in run.glob("epoch_*.safetensors")) == ["epoch_0001.safetensors", "epoch_0002.safetensors", "epoch_0003.safetensors"]
     assert Checkpoint(run).info["total_iters"] == 9 and Checkpoint(run).info["epoch"] == 4
 

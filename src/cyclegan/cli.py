@@ -124,6 +124,89 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- translate and test -------------------------------------------------------------------
+
+# Kept in step with translate.py, which imports torch: the CLI must answer --help without it.
+DEFAULT_TILE, DEFAULT_OVERLAP, TILE_STATS = 1024, 64, ("exact", "estimate")
+OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
+
+
+def add_inference_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_OR_FILE",
+                   help="a run folder (its latest.safetensors) or a .safetensors checkpoint file")
+    p.add_argument("--batch_size", type=int, default=4, help="images of one size translated together (default: 4)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                   help=f"images with more pixels than TILE x TILE are translated in overlapping tiles of that size, "
+                        f"which bounds memory (default: {DEFAULT_TILE})")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"pixels shared by neighbouring tiles (default: {DEFAULT_OVERLAP})")
+    p.add_argument("--tile_stats", choices=TILE_STATS, default="exact",
+                   help="instance-norm statistics for tiled images: exact = measured over the whole image, layer by "
+                        "layer (as if untiled; about 10 passes of work), estimate = from one downscaled pass "
+                        "(fast, approximate) (default: exact)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def translator_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"device": args.device, "tile": args.tile, "overlap": args.overlap, "stats": args.tile_stats}
+
+
+def add_translate_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "translate", help="translate images of any size with a trained generator",
+        description="Translate image files, folders (recursively) or globs. Every output keeps its input's width "
+                    "and height (no resizing unless --resize or --load_size); large images are tiled with blended "
+                    "overlaps. Outputs keep their relative paths under --output and never overwrite an input.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder for the translated images")
+    p.add_argument("--direction", choices=("AtoB", "BtoA"), default="AtoB",
+                   help="AtoB uses G_A (g_ab), BtoA uses G_B (g_ba) (default: AtoB)")
+    p.add_argument("--format", choices=OUTPUT_FORMATS, default="png", help="output image format (default: png)")
+    p.add_argument("--resize", metavar="N|WxH", default=None,
+                   help="resize before translating: N = shorter side N, aspect kept; WxH = exactly that size")
+    p.add_argument("--load_size", type=int, default=None, metavar="N",
+                   help="the official test behaviour: squash every image to N x N before translating")
+    p.add_argument("--skip_existing", action="store_true", help="leave outputs that already exist (to finish an interrupted run)")
+    add_inference_flags(p)
+    p.set_defaults(handler=run_translate)
+
+
+def run_translate(args: argparse.Namespace) -> int:
+    from .translate import Resize, Translator, plan_outputs
+
+    if args.resize and args.load_size:
+        raise CommandError("give --resize or --load_size, not both")
+    resize = Resize.parse(f"{args.load_size}x{args.load_size}" if args.load_size else args.resize)
+    jobs = plan_outputs(args.inputs, args.output, format=args.format)
+    if args.skip_existing:
+        jobs = [(source, target) for source, target in jobs if not target.exists()]
+    translator = Translator.from_checkpoint(args.checkpoint, args.direction, resize=resize, **translator_options(args))
+    written = translator.translate_files(jobs, batch_size=args.batch_size, show_progress=not args.quiet)
+    log.info("translated %d images (%s) into %s", len(written), args.direction, args.output)
+    return 0
+
+
+def add_test_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "test", help="translate and reconstruct every test image; write an HTML page of them",
+        description="For every image of testA and testB: real, translated and reconstructed, at full size, under "
+                    "RUN/test_<epoch>/ with an index.html that shows them in a table.")
+    p.add_argument("--dataroot", type=Path, default=None, help="folder holding testA/ and testB/ (default: the run's dataroot)")
+    p.add_argument("--output", type=Path, default=None, metavar="DIR", help="where to write (default: RUN/test_<epoch>)")
+    p.add_argument("--max_images", type=int, default=0, help="at most this many images per domain (default: 0 = all)")
+    add_inference_flags(p)
+    p.set_defaults(handler=run_test)
+
+
+def run_test(args: argparse.Namespace) -> int:
+    from .translate import run_test as test
+
+    page = test(args.checkpoint, dataroot=args.dataroot, output=args.output, max_images=args.max_images,
+                batch_size=args.batch_size, show_progress=not args.quiet, **translator_options(args))
+    log.info("open %s", page)
+    return 0
+
+
 # ---- entry point --------------------------------------------------------------------------
 
 def make_parser() -> argparse.ArgumentParser:
@@ -132,6 +215,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_train_parser(subparsers)
+    add_translate_parser(subparsers)
+    add_test_parser(subparsers)
     add_demo_parser(subparsers)
     return parser
 

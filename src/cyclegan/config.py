@@ -106,6 +106,8 @@ class TrainConfig:
     save_latest_freq: int = option(5000, "save the resumable latest checkpoint every this many iterations (also at every epoch end)")
     print_freq: int = option(100, "write the losses to metrics.jsonl every this many iterations")
     display_freq: int = option(400, "save a sample image grid every this many iterations")
+    tensorboard: bool = option(False, "also write the losses and sample grids for TensorBoard, in RUN/tensorboard "
+                                      "(needs: pip install 'cyclegan[tensorboard]')")
     seed: int = option(0, "seed of every random number generator")
     device: str = option("auto", "where to train: auto = cuda when available, else cpu", choices=DEVICES)
 

@@ -61,13 +61,37 @@ def image_grid(rows: Sequence[Sequence[torch.Tensor]], *, gap: int = 2) -> Image
     return grid
 
 
+class TensorBoardLog:
+    """Scalars and images for TensorBoard, under ``folder``; needs the optional tensorboard package."""
+
+    def __init__(self, folder: str | Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise ValueError("--tensorboard needs the tensorboard package: pip install 'cyclegan[tensorboard]'") from exc
+        self.writer = SummaryWriter(str(folder))
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.writer.add_scalar(f"train/{name}", value, step)
+
+    def image(self, tag: str, image: Image.Image, step: int) -> None:
+        import numpy as np
+
+        self.writer.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 def format_losses(losses: dict[str, float]) -> dict[str, str]:
     return {name: f"{value:.3f}" for name, value in losses.items()}
 
 
-def progress(iterable: Iterable, *, total: int, initial: int, description: str, enabled: bool = True):
-    """A tqdm bar with rate and ETA; a no-op wrapper when disabled."""
+def progress(iterable: Iterable | None, *, total: int, initial: int = 0, description: str, enabled: bool = True,
+             unit: str = "it"):
+    """A tqdm bar with rate and ETA (update it by hand when ``iterable`` is None); silent when disabled."""
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, initial=initial, desc=description, disable=not enabled,
-                dynamic_ncols=True, leave=True)
+                dynamic_ncols=True, leave=True, unit=unit)

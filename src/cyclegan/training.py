@@ -33,10 +33,12 @@ from torch import nn
 from .checkpoint import LATEST, NETWORK_NAMES, Checkpoint, save_checkpoint
 from .config import ExperimentConfig, build_experiment
 from .data import Preprocess, UnpairedDataset, unpaired_dataset_from_folders
+from .devices import pick_device
 from .image_pool import ImagePool
 from .losses import GANLoss, cycle_loss, identity_loss
 from .models import build_discriminator, build_generator
-from .tracking import MetricsLog, atomic_write_text, format_losses, image_grid, progress
+from .gallery import write_training_page
+from .tracking import MetricsLog, TensorBoardLog, atomic_write_text, format_losses, image_grid, progress
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"
 # Options that may change when a run is resumed: they steer the loop, not what is learnt per step.
 RESUME_OVERRIDABLE = frozenset({
     "n_epochs", "n_epochs_decay", "max_iters", "save_epoch_freq", "save_latest_freq", "print_freq",
-    "display_freq", "num_threads", "device", "dataroot",
+    "display_freq", "num_threads", "device", "dataroot", "tensorboard",
 })
 
 
@@ -160,14 +162,6 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(name)
-
-
 class Trainer:
     """Owns a run: the model, both Adam optimizers, both image pools, the counters and the run folder.
 
@@ -189,6 +183,7 @@ class Trainer:
         self.epoch_iter = 0  # batches done in this epoch
         self.total_iters = 0
         self.last_images: dict[str, torch.Tensor] = {}
+        self.tensorboard: TensorBoardLog | None = None
         self.set_learning_rate()
 
     # ---- one iteration -------------------------------------------------------------------
@@ -327,13 +322,28 @@ class Trainer:
         atomic_write_text(self.run_dir / "config.json", self.config.to_json() + "\n")
         metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         metrics.truncate_after(self.total_iters)
+        self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard") if self.config.train.tensorboard else None
         log.info("run folder %s: %d images per epoch, epoch %d of %d, iteration %d",
                  self.run_dir, len(dataset), self.epoch, self.total_epochs, self.total_iters)
-        with _InterruptToSave() as interrupt:
-            while self.epoch <= self.total_epochs:
-                if not self._train_epoch(dataset, metrics, interrupt, show_progress):
-                    break
+        try:
+            with _InterruptToSave() as interrupt:
+                while self.epoch <= self.total_epochs:
+                    if not self._train_epoch(dataset, metrics, interrupt, show_progress):
+                        break
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+        self.write_page()
         return self.run_dir
+
+    def write_page(self) -> Path:
+        """Refresh ``RUN/index.html``: loss and lr plots and the sample grids, newest epoch first."""
+        t = self.config.train
+        summary = (f"{self.config.model.netG}, ngf {self.config.model.ngf}, data {self.config.data.dataroot}; "
+                   f"{self.total_iters} iterations, {self.epoch - 1} of {self.total_epochs} epochs done, "
+                   f"lr {self.learning_rate():.2e}; "
+                   f"batch {t.batch_size}, lambda_A {t.lambda_A}, lambda_B {t.lambda_B}, lambda_identity {t.lambda_identity}")
+        return write_training_page(self.run_dir, title=f"cyclegan run {self.config.name}", summary=summary)
 
     def _train_epoch(self, dataset: UnpairedDataset, metrics: MetricsLog, interrupt: "_InterruptToSave",
                      show_progress: bool) -> bool:
@@ -354,11 +364,14 @@ class Trainer:
                 bar.close()
                 return False
         bar.close()
+        if self.last_images and self.total_iters % t.display_freq:  # the epoch's last grid, unless just saved
+            self.save_samples()
         self.epoch += 1
         self.epoch_iter = 0
         self.save(self.run_dir / LATEST)
         if (self.epoch - 1) % t.save_epoch_freq == 0 or self.epoch > self.total_epochs:
             self.save(self.run_dir / f"epoch_{self.epoch - 1:04d}.safetensors", with_training_state=False)
+        self.write_page()
         return True
 
     def _after_iteration(self, losses: dict[str, float], metrics: MetricsLog) -> None:
@@ -366,6 +379,8 @@ class Trainer:
         if self.total_iters % t.print_freq == 0:
             metrics.append({"iter": self.total_iters, "epoch": self.epoch, "epoch_iter": self.epoch_iter,
                             "lr": self.learning_rate(), "time": time.time(), **losses})
+            if self.tensorboard is not None:
+                self.tensorboard.scalars(self.total_iters, {**losses, "lr": self.learning_rate()})
         if self.total_iters % t.display_freq == 0:
             self.save_samples()
         if self.total_iters % t.save_latest_freq == 0:
@@ -390,8 +405,10 @@ class Trainer:
         grid = image_grid([[im["real_a"], im["fake_b"], im["rec_a"]], [im["real_b"], im["fake_a"], im["rec_b"]]])
         folder = self.run_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"iter_{self.total_iters:07d}.png"
+        path = folder / f"epoch_{self.epoch:04d}_iter_{self.total_iters:07d}.png"
         grid.save(path)
+        if self.tensorboard is not None:
+            self.tensorboard.image("samples", grid, self.total_iters)
         return path
 
 

@@ -42,8 +42,10 @@ def _upsample_layer(in_channels: int, out_channels: int, *, kind: str, bias: boo
 class ResnetGenerator(nn.Module):
     """c7s1-k, two stride-2 downsamplings, ``n_blocks`` residual blocks, two upsamplings, c7s1-out.
 
-    Spatial sizes that are multiples of 4 come back unchanged.
+    Spatial sizes that are multiples of ``size_multiple`` (4) come back unchanged.
     """
+
+    size_multiple = 4  # two stride-2 downsamplings
 
     def __init__(
         self,

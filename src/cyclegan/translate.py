@@ -1,0 +1,610 @@
+"""Inference at any size: pad to the network's stride, batch same-size images, tile large ones.
+
+Every output keeps its input's width and height: the image is reflect-padded to a multiple of the
+generator's stride, translated, and cropped back. Images with more pixels than one tile are cut
+into overlapping tiles whose outputs are blended with raised-cosine weights, so that no seam
+shows. Instance norm would normalise every tile by its own statistics (a visible change of tone
+from tile to tile); instead, tiled translation estimates the statistics of the whole image once
+(on a downscaled copy, then refined over the tiles) and every tile is normalised with them.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import logging
+import math
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from torch import nn
+
+from .checkpoint import Checkpoint, load_generator
+from .data import IMAGE_EXTENSIONS, ImageReadError, find_images, to_image, to_tensor
+from .devices import pick_device
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE = 1024  # pixels per side; peak memory of a resnet_9blocks tile stays near 1 GiB in fp32
+DEFAULT_OVERLAP = 64
+TILE_STATS = ("exact", "estimate")
+MIN_SIDE = 4
+OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
+FORMATS_WITHOUT_ALPHA = ("JPEG", "BMP")
+
+
+# ---- padding ------------------------------------------------------------------------------
+
+def reflect_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """Reflect padding of any amount: in several passes when the image is smaller than the pad."""
+    while top or bottom or left or right:
+        h, w = x.shape[-2:]
+        step = [min(left, w - 1), min(right, w - 1), min(top, h - 1), min(bottom, h - 1)]
+        x = F.pad(x, step, mode="reflect")
+        left, right, top, bottom = left - step[0], right - step[1], top - step[2], bottom - step[3]
+    return x
+
+
+def padding_for(size: int, multiple: int) -> tuple[int, int]:
+    """(before, after) padding that makes ``size`` a multiple of ``multiple`` and at least two of them."""
+    target = max(2 * multiple, -(-size // multiple) * multiple)
+    extra = target - size
+    return extra // 2, extra - extra // 2
+
+
+def check_size(height: int, width: int, name: str = "image") -> None:
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise ValueError(f"{name} is {width}x{height} pixels; translation needs at least {MIN_SIDE} pixels on each side")
+
+
+# ---- tiles --------------------------------------------------------------------------------
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Starts of tiles of size ``tile`` covering ``length``, neighbours overlapping by >= ``overlap``."""
+    if length <= tile:
+        return [0]
+    return list(range(0, length - tile, tile - overlap)) + [length - tile]
+
+
+def core_bounds(starts: Sequence[int], tile: int, length: int, multiple: int) -> list[tuple[int, int]]:
+    """Split ``[0, length)`` among tiles at the middle of each overlap, on multiples of ``multiple``."""
+    cuts = [(a + tile + b) // 2 // multiple * multiple for a, b in zip(starts, starts[1:])]
+    edges = [0, *cuts, length]
+    return list(zip(edges, edges[1:]))
+
+
+def blend_window(starts: Sequence[int], index: int, tile: int) -> torch.Tensor:
+    """1-D weights of one tile: raised-cosine ramps where it overlaps a neighbour, flat elsewhere."""
+    weight = torch.ones(tile, dtype=torch.float64)
+    start = starts[index]
+    if index > 0:
+        ramp = starts[index - 1] + tile - start  # overlap with the previous tile
+        t = (torch.arange(ramp, dtype=torch.float64) + 0.5) / ramp
+        weight[:ramp] *= torch.sin(t * math.pi / 2) ** 2
+    if index < len(starts) - 1:
+        ramp = start + tile - starts[index + 1]  # overlap with the next tile
+        t = (torch.arange(ramp, dtype=torch.float64) + 0.5) / ramp
+        weight[tile - ramp:] *= torch.cos(t * math.pi / 2) ** 2
+    return weight
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the tiles of one padded image lie, and which part of it each tile's statistics own."""
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    starts_y: tuple[int, ...]
+    starts_x: tuple[int, ...]
+    cores_y: tuple[tuple[int, int], ...]
+    cores_x: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def make(cls, height: int, width: int, *, tile: int, overlap: int, multiple: int) -> "TilePlan":
+        tile_h, tile_w = min(tile, height), min(tile, width)
+        starts_y, starts_x = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
+        return cls(height, width, tile_h, tile_w, tuple(starts_y), tuple(starts_x),
+                   tuple(core_bounds(starts_y, tile_h, height, multiple)),
+                   tuple(core_bounds(starts_x, tile_w, width, multiple)))
+
+    def __len__(self) -> int:
+        return len(self.starts_y) * len(self.starts_x)
+
+    def tiles(self) -> Iterator[tuple[int, int, tuple[int, int, int, int]]]:
+        """(top, left, core box relative to the tile as (y0, y1, x0, x1)) for every tile."""
+        for (top, (cy0, cy1)), (left, (cx0, cx1)) in itertools.product(
+                zip(self.starts_y, self.cores_y), zip(self.starts_x, self.cores_x)):
+            yield top, left, (cy0 - top, cy1 - top, cx0 - left, cx1 - left)
+
+    def weights(self, top: int, left: int) -> torch.Tensor:
+        wy = blend_window(self.starts_y, self.starts_y.index(top), self.tile_h)
+        wx = blend_window(self.starts_x, self.starts_x.index(left), self.tile_w)
+        return (wy[:, None] * wx[None, :]).float()  # (tile_h, tile_w)
+
+    def weight_sum(self) -> torch.Tensor:
+        """Sum of all tiles' weights at every pixel; separable, so an outer product of two sums."""
+        def total(starts, tile, length):
+            out = torch.zeros(length, dtype=torch.float64)
+            for i, s in enumerate(starts):
+                out[s:s + tile] += blend_window(starts, i, tile)
+            return out
+        return (total(self.starts_y, self.tile_h, self.height)[:, None]
+                * total(self.starts_x, self.tile_w, self.width)[None, :]).float()
+
+
+# ---- instance norm over the whole image ------------------------------------------------------
+
+def _uses_instance_statistics(layer: nn.Module) -> bool:
+    return isinstance(layer, nn.InstanceNorm2d) and not (layer.track_running_stats and not layer.training)
+
+
+class _StopForward(Exception):
+    """Raised inside a network once the layer being measured has been recorded."""
+
+
+class WholeImageInstanceNorm:
+    """While active, the network's instance-norm layers normalise with given whole-image statistics
+    instead of each tile's own, and one layer at a time can be measured over tile cores."""
+
+    def __init__(self, net: nn.Module):
+        self.layers = [m for m in net.modules() if _uses_instance_statistics(m)]
+        self.frozen: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: mean, var, each (B, C)
+        self.measure: int | None = None  # index of the layer to measure; the forward stops there
+        self.core: tuple[int, int, int, int, int, int] = (1, 1, 0, 0, 0, 0)  # tile_h, tile_w, y0, y1, x0, x1
+        self._sums: list[torch.Tensor] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.layers)
+
+    def __enter__(self) -> "WholeImageInstanceNorm":
+        for index, layer in enumerate(self.layers):
+            layer.forward = partial(self._forward, index, layer)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for layer in self.layers:
+            del layer.forward
+
+    def measured(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and (biased) variance of the measured layer's input over all cores seen."""
+        count, total, squares = self._sums
+        self._sums = None
+        mean = total / count
+        return mean.float(), (squares / count - mean * mean).clamp_min(0).float()
+
+    def _forward(self, index: int, layer: nn.InstanceNorm2d, x: torch.Tensor) -> torch.Tensor:
+        if index == self.measure:
+            self._record(x)
+            raise _StopForward
+        if index >= len(self.frozen):
+            return nn.InstanceNorm2d.forward(layer, x)
+        mean, var = (s.to(x.device)[:, :, None, None] for s in self.frozen[index])
+        y = (x - mean) * torch.rsqrt(var + layer.eps)
+        if layer.affine:
+            y = y * layer.weight[None, :, None, None] + layer.bias[None, :, None, None]
+        return y
+
+    def _record(self, x: torch.Tensor) -> None:
+        tile_h, tile_w, y0, y1, x0, x1 = self.core
+        sy, sx = tile_h // x.shape[-2], tile_w // x.shape[-1]  # this layer's downsampling
+        core = x[..., y0 // sy:y1 // sy, x0 // sx:x1 // sx]
+        sums = [torch.tensor(float(core.shape[-2] * core.shape[-1]), dtype=torch.float64),
+                core.sum((-2, -1), dtype=torch.float64).cpu(), core.square().sum((-2, -1), dtype=torch.float64).cpu()]
+        self._sums = sums if self._sums is None else [a + b for a, b in zip(self._sums, sums)]
+
+    def measure_layers(self, run_parts: Callable[[], None]) -> None:
+        """Measure the layers in order; ``run_parts`` runs the network over every part of the image,
+        setting ``core`` before each. Layer k is measured with layers < k already normalised with
+        their measured statistics, so the result is exact up to tile-border effects."""
+        self.frozen = []
+        for index in range(len(self.layers)):
+            self.measure = index
+            run_parts()
+            self.frozen.append(self.measured())
+        self.measure = None
+
+
+# ---- translating tensors -----------------------------------------------------------------------
+
+def _downscaled(x: torch.Tensor, max_pixels: int, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    scale = min(1.0, math.sqrt(max_pixels / (h * w)))
+    size = (max(2 * multiple, round(h * scale / multiple) * multiple), max(2 * multiple, round(w * scale / multiple) * multiple))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def run_tiled(net: nn.Module, x: torch.Tensor, *, tile: int, overlap: int, multiple: int,
+              stats: str = "exact", device: torch.device | None = None) -> torch.Tensor:
+    """Translate a padded (B, C, H, W) CPU tensor tile by tile; the result stays on the CPU.
+
+    ``stats`` says where instance norm takes its whole-image statistics from: ``exact`` measures
+    them over the tiles, one layer after another (about as costly as ten passes for
+    resnet_9blocks); ``estimate`` takes them from one pass over a copy downscaled to one tile.
+    """
+    device = device or x.device
+    plan = TilePlan.make(x.shape[-2], x.shape[-1], tile=tile, overlap=overlap, multiple=multiple)
+    norms = WholeImageInstanceNorm(net)
+    with norms:
+        if norms and stats == "exact":
+            norms.measure_layers(partial(_measure_tiles, net, norms, x, plan, device))
+        elif norms and stats == "estimate":
+            small = _downscaled(x, plan.tile_h * plan.tile_w, multiple).to(device)
+            norms.measure_layers(partial(_measure_whole, net, norms, small))
+        elif norms:
+            raise ValueError(f"unknown tile statistics {stats!r}; valid: {', '.join(TILE_STATS)}")
+        output: torch.Tensor | None = None
+        for top, left, _ in plan.tiles():
+            y = net(x[..., top:top + plan.tile_h, left:left + plan.tile_w].to(device)).float().cpu()
+            if output is None:
+                output = torch.zeros(x.shape[0], y.shape[1], plan.height, plan.width)
+            output[..., top:top + plan.tile_h, left:left + plan.tile_w] += y * plan.weights(top, left)
+    return output.div_(plan.weight_sum())
+
+
+def _measure_tiles(net, norms: WholeImageInstanceNorm, x: torch.Tensor, plan: TilePlan, device) -> None:
+    for top, left, core in plan.tiles():
+        norms.core = (plan.tile_h, plan.tile_w, *core)
+        try:
+            net(x[..., top:top + plan.tile_h, left:left + plan.tile_w].to(device))
+        except _StopForward:
+            pass
+
+
+def _measure_whole(net, norms: WholeImageInstanceNorm, x: torch.Tensor) -> None:
+    norms.core = (x.shape[-2], x.shape[-1], 0, x.shape[-2], 0, x.shape[-1])
+    try:
+        net(x)
+    except _StopForward:
+        pass
+
+
+# ---- images ---------------------------------------------------------------------------------
+
+def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """The image without its alpha channel, and the alpha channel (None when it has none)."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return image.convert("RGB" if image.mode[0] in "RP" else "L"), image.getchannel("A")
+    return image, None
+
+
+def prepare_image(image: Image.Image, channels: int) -> tuple[torch.Tensor, Image.Image | None]:
+    """A (C, H, W) tensor in [-1, 1] with the network's channel count, and the alpha channel."""
+    image, alpha = split_alpha(ImageOps.exif_transpose(image))
+    return to_tensor(image.convert("RGB" if channels == 3 else "L")), alpha
+
+
+def finish_image(tensor: torch.Tensor, alpha: Image.Image | None) -> Image.Image:
+    image = to_image(tensor)
+    if alpha is not None:
+        image = image.convert("RGBA" if image.mode == "RGB" else "LA")
+        image.putalpha(alpha)
+    return image
+
+
+def read_image(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+
+
+def peek_size(path: Path) -> tuple[int, int]:
+    """(width, height) after EXIF rotation, read from the header without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            rotated = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+    return (height, width) if rotated else (width, height)
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Optional resizing before translation: ``N`` (shorter side N, aspect kept) or ``WxH`` (exact)."""
+
+    short_side: int = 0
+    size: tuple[int, int] | None = None
+
+    @classmethod
+    def parse(cls, spec: str | int | None) -> "Resize | None":
+        if spec in (None, "", 0):
+            return None
+        text = str(spec).lower()
+        try:
+            if "x" in text:
+                w, h = (int(v) for v in text.split("x"))
+                if w > 0 and h > 0:
+                    return cls(size=(w, h))
+            elif int(text) > 0:
+                return cls(short_side=int(text))
+        except ValueError:
+            pass
+        raise ValueError(f"--resize {spec!r}: expected N (shorter side, aspect kept) or WxH, e.g. 512 or 640x480")
+
+    def target(self, width: int, height: int) -> tuple[int, int]:
+        if self.size:
+            return self.size
+        scale = self.short_side / min(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        size = self.target(*image.size)
+        return image if size == image.size else image.resize(size, Image.BICUBIC)
+
+
+# ---- the translator -----------------------------------------------------------------------------
+
+class Translator:
+    """A trained generator ready for images of any size: eval mode, inference mode, tiling, batching.
+
+    >>> translator = Translator.from_checkpoint("checkpoints/horse2zebra", direction="AtoB")
+    >>> zebra = translator(Image.open("horse.jpg"))
+    """
+
+    def __init__(self, generator: nn.Module, *, in_channels: int = 3, device: str | torch.device | None = None,
+                 tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, stats: str = "exact",
+                 resize: Resize | None = None):
+        self.device = pick_device(device)
+        self.generator = generator.to(self.device).eval()
+        self.in_channels = in_channels
+        self.multiple = getattr(generator, "size_multiple", 4)
+        if tile < 2 * self.multiple or tile % self.multiple:
+            raise ValueError(f"--tile {tile} must be a multiple of {self.multiple} and at least {2 * self.multiple}")
+        if not 2 * self.multiple <= overlap <= tile // 2:
+            raise ValueError(f"--overlap {overlap} must lie between {2 * self.multiple} and half the tile ({tile // 2})")
+        self.tile = tile
+        self.overlap = overlap // self.multiple * self.multiple
+        if stats not in TILE_STATS:
+            raise ValueError(f"unknown --tile_stats {stats!r}; valid: {', '.join(TILE_STATS)}")
+        self.stats = stats
+        self.resize = resize
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, direction: str = "AtoB", *, device: str | torch.device | None = None,
+                        **options) -> "Translator":
+        """The generator for ``direction`` of a run folder or checkpoint file; no architecture flags."""
+        checkpoint = Checkpoint(path)
+        model = checkpoint.config.model
+        in_channels = model.input_nc if direction == "AtoB" else model.output_nc
+        generator = load_generator(checkpoint.path, direction)
+        translator = cls(generator, in_channels=in_channels, device=device, **options)
+        translator.checkpoint = checkpoint
+        return translator
+
+    # ---- tensors ----
+
+    def needs_tiles(self, height: int, width: int) -> bool:
+        return height * width > self.tile * self.tile
+
+    @torch.inference_mode()
+    def translate_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) or (C, H, W) in [-1, 1] -> the same shape and device, translated."""
+        single = x.dim() == 3
+        batch = x.unsqueeze(0) if single else x
+        if batch.dim() != 4 or batch.shape[1] != self.in_channels:
+            raise ValueError(f"expected a (B, {self.in_channels}, H, W) tensor, got shape {tuple(x.shape)}")
+        height, width = batch.shape[-2:]
+        check_size(height, width)
+        (top, bottom), (left, right) = padding_for(height, self.multiple), padding_for(width, self.multiple)
+        padded = reflect_pad(batch.float(), top, bottom, left, right)
+        if self.needs_tiles(height, width):
+            out = run_tiled(self.generator, padded.cpu(), tile=self.tile, overlap=self.overlap,
+                            multiple=self.multiple, stats=self.stats, device=self.device)
+        else:
+            out = self.generator(padded.to(self.device)).float()
+        out = out[..., top:top + height, left:left + width].to(x.device)
+        return out[0] if single else out
+
+    # ---- images ----
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        """Translate a PIL image at its own size; an alpha channel is carried over unchanged."""
+        if self.resize:
+            image = self.resize.apply(ImageOps.exif_transpose(image))
+        tensor, alpha = prepare_image(image, self.in_channels)
+        check_size(tensor.shape[-2], tensor.shape[-1])
+        return finish_image(self.translate_tensor(tensor), alpha)
+
+    def load(self, path: Path) -> tuple[torch.Tensor, Image.Image | None]:
+        image = ImageOps.exif_transpose(read_image(path))
+        if self.resize:
+            image = self.resize.apply(image)
+        tensor, alpha = prepare_image(image, self.in_channels)
+        check_size(tensor.shape[-2], tensor.shape[-1], f"image {path}")
+        return tensor, alpha
+
+    def batches(self, paths: Sequence[Path], *, batch_size: int) -> Iterator[list[tuple[Path, torch.Tensor, Image.Image | None]]]:
+        """Loaded images in batches of one size (decoding runs one batch ahead, in a thread)."""
+        groups = self.plan_batches(paths, batch_size=batch_size)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self._load_group, groups[0]) if groups else None
+            for following in [*groups[1:], None]:
+                current = pending.result()
+                pending = pool.submit(self._load_group, following) if following else None
+                yield current
+
+    def _load_group(self, group: Sequence[Path]):
+        return [(path, *self.load(path)) for path in group]
+
+    def plan_batches(self, paths: Sequence[Path], *, batch_size: int) -> list[list[Path]]:
+        """Group paths by image size (read from headers) into batches; tiled images go alone."""
+        by_size: dict[tuple[int, int], list[Path]] = {}
+        for path in paths:
+            width, height = peek_size(path)
+            if self.resize:
+                width, height = self.resize.target(width, height)
+            check_size(height, width, f"image {path}")
+            by_size.setdefault((width, height), []).append(path)
+        groups = []
+        for (width, height), group in by_size.items():
+            step = 1 if self.needs_tiles(height, width) else max(1, batch_size)
+            groups += [group[i:i + step] for i in range(0, len(group), step)]
+        return groups
+
+    def translate_files(self, jobs: Sequence[tuple[Path, Path]], *, batch_size: int = 4,
+                        show_progress: bool = False) -> list[Path]:
+        """Translate every (source, destination) pair; returns the destinations written."""
+        from .tracking import progress
+
+        destination = dict(jobs)
+        written: list[Path] = []
+        saves: list[Future] = []
+        with ThreadPoolExecutor(max_workers=1) as saver:
+            bar = progress(None, total=len(jobs), initial=0, description="translate", enabled=show_progress, unit="img")
+            for batch in self.batches([source for source, _ in jobs], batch_size=batch_size):
+                out = self.translate_tensor(torch.stack([tensor for _, tensor, _ in batch]))
+                for (source, _, alpha), result in zip(batch, out):
+                    target = destination[source]
+                    saves.append(saver.submit(save_image, finish_image(result, alpha), target))
+                    written.append(target)
+                bar.update(len(batch))
+            bar.close()
+            for future in saves:
+                future.result()
+        return written
+
+    def translate_folder(self, src: str | Path, dst: str | Path, *, format: str = "png", batch_size: int = 4,
+                         show_progress: bool = False) -> list[Path]:
+        """Translate every image under ``src`` into ``dst``, keeping relative paths."""
+        return self.translate_files(plan_outputs([src], dst, format=format), batch_size=batch_size,
+                                    show_progress=show_progress)
+
+
+def save_image(image: Image.Image, path: Path) -> Path:
+    """Save in the format the suffix names, dropping alpha where the format has none."""
+    kind = OUTPUT_FORMATS.get(path.suffix.lower().lstrip("."), "PNG")
+    if kind in FORMATS_WITHOUT_ALPHA and image.mode in ("RGBA", "LA"):
+        image = image.convert(image.mode[:-1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=kind)
+    return path
+
+
+# ---- inputs and outputs ------------------------------------------------------------------
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
+    """(image file, path relative to the output folder) for files, folders (recursive) and globs.
+
+    A folder's images keep their paths relative to it; a glob's matches keep theirs relative to
+    the pattern's fixed leading folders (``data/train*/*.jpg`` gives ``trainA/x.jpg``).
+    """
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += [(p, p.relative_to(path)) for p in find_images(path)]
+        elif path.is_file():
+            found.append((path, Path(path.name)))
+        else:
+            found += _glob_images(str(item))
+    return found
+
+
+def _glob_images(pattern: str) -> list[tuple[Path, Path]]:
+    matches = sorted(Path(m) for m in glob.glob(pattern, recursive=True))
+    if not matches:
+        raise FileNotFoundError(f"input {pattern} is no file, no folder and matches nothing")
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts) - 1)
+    base = Path(*parts[:fixed]) if fixed else Path(".")
+    found = []
+    for match in matches:
+        if match.is_dir():
+            found += [(p, p.relative_to(base)) for p in find_images(match)]
+        elif match.suffix.lower() in IMAGE_EXTENSIONS:
+            found.append((match, match.relative_to(base)))
+    return found
+
+
+def plan_outputs(inputs: Iterable[str | Path], output: str | Path, *, format: str = "png") -> list[tuple[Path, Path]]:
+    """(source, destination) pairs; refuses clashing destinations and any that would overwrite an input."""
+    if format.lower() not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown --format {format!r}; valid: {', '.join(OUTPUT_FORMATS)}")
+    output = Path(output)
+    pairs = [(source, output / relative.with_suffix(f".{format.lower()}")) for source, relative in expand_inputs(inputs)]
+    if not pairs:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) among the inputs")
+    sources = {source.resolve() for source, _ in pairs}
+    claimed: dict[Path, Path] = {}
+    for source, target in pairs:
+        if target.resolve() in sources:
+            raise ValueError(f"writing {target} would overwrite an input image; choose another --output or --format")
+        if target in claimed:
+            raise ValueError(f"{claimed[target]} and {source} would both be written to {target}; "
+                             f"translate them into different --output folders")
+        claimed[target] = source
+    return pairs
+
+
+# ---- cyclegan test: the official test page, at full size, for every test image -------------------
+
+def epoch_label(checkpoint: Checkpoint) -> str:
+    """Epochs the checkpoint has completed, with the iteration when it was saved mid-epoch."""
+    info = checkpoint.info
+    done = int(info.get("epoch", 1)) - 1
+    return f"{done}_iter{info['total_iters']}" if info.get("epoch_iter") else str(done)
+
+
+def run_test(checkpoint: str | Path, *, dataroot: str | Path | None = None, output: str | Path | None = None,
+             max_images: int = 0, batch_size: int = 4, device: str | None = None, show_progress: bool = False,
+             **translator_options) -> Path:
+    """Real, translated and reconstructed images of every test image of both domains, and an
+    ``index.html`` showing them; returns the page. Default folder: ``RUN/test_<epoch>``."""
+    from .data import domain_folders
+    from .gallery import write_table_page
+    from .tracking import progress
+
+    checkpoint = Checkpoint(checkpoint)
+    config = checkpoint.config
+    root = Path(dataroot or config.data.dataroot)
+    folders = dict(zip(("AtoB", "BtoA"), domain_folders(root, "test", config.data.direction)))
+    present = {d: f for d, f in folders.items() if f.is_dir()}
+    if not present:
+        raise FileNotFoundError(f"{root} has neither testA/ nor testB/; pass --dataroot with the test images")
+    output = Path(output) if output else checkpoint.path.parent / f"test_{epoch_label(checkpoint)}"
+    translators = {d: Translator.from_checkpoint(checkpoint.path, d, device=device, **translator_options)
+                   for d in ("AtoB", "BtoA")}
+    paths = {d: find_images(f, max_count=max_images) for d, f in present.items()}
+    bar = progress(None, total=sum(map(len, paths.values())), description="test", enabled=show_progress, unit="img")
+    sections = []
+    for direction, images in paths.items():
+        forward, back = translators[direction], translators["BtoA" if direction == "AtoB" else "AtoB"]
+        source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
+        rows = _cycle_images(forward, back, images, present[direction], output / "images" / direction,
+                             batch_size=batch_size, bar=bar)
+        sections.append((f"{source} to {target}: {present[direction]}",
+                         ("image", f"real {source}", f"translated to {target}", f"reconstructed {source}"), rows))
+    bar.close()
+    intro = (f"Checkpoint {checkpoint.path}, {config.model.netG}, epoch {epoch_label(checkpoint)}. Every test image "
+             f"at its own size; click an image to open it at full resolution.")
+    return write_table_page(output / "index.html", f"cyclegan test: {config.name}", sections, intro=intro)
+
+
+def _cycle_images(forward: Translator, back: Translator, images: Sequence[Path], folder: Path, out_dir: Path,
+                  *, batch_size: int, bar) -> list[list]:
+    """Translate and reconstruct ``images``; save the three versions; one table row per image."""
+    rows = []
+    for batch in forward.batches(images, batch_size=batch_size):
+        real = torch.stack([tensor for _, tensor, _ in batch])
+        fake = forward.translate_tensor(real)
+        rec = back.translate_tensor(fake)
+        for (path, _, _), r, f, c in zip(batch, real, fake, rec):
+            stem = out_dir / path.relative_to(folder).with_suffix("")
+            saved = [save_image(to_image(t), stem.with_name(f"{stem.name}_{kind}.png"))
+                     for t, kind in ((r, "real"), (f, "fake"), (c, "rec"))]
+            rows.append([str(path.relative_to(folder)), *saved])
+        bar.update(len(batch))
+    return sorted(rows, key=lambda row: row[0])
