@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -128,7 +129,16 @@ class DemoScore:
     images: int
 
 
-def translate_test_crops(generator, dataroot: str | Path) -> list[tuple]:
+class HeldOut(NamedTuple):
+    """One held-out crop: its file name, the input a, the translation G(a) and the truth T(a)."""
+
+    name: str
+    real: Any
+    fake: Any
+    truth: Any
+
+
+def translate_test_crops(generator, dataroot: str | Path) -> list[HeldOut]:
     """(a, G(a), T(a)) tensors for every held-out crop in testA / testA_truth."""
     import torch
 
@@ -140,14 +150,14 @@ def translate_test_crops(generator, dataroot: str | Path) -> list[tuple]:
         for path in find_images(root / "testA"):
             a = to_tensor(load_image(path)).unsqueeze(0)  # (1, 3, H, W)
             truth = to_tensor(load_image(root / "testA_truth" / path.name)).unsqueeze(0)
-            triplets.append((a, generator(a).clamp(-1, 1), truth))
+            triplets.append(HeldOut(path.name, a, generator(a).clamp(-1, 1), truth))
     return triplets
 
 
-def score(triplets: list[tuple]) -> DemoScore:
+def score(triplets: list[HeldOut]) -> DemoScore:
     """Mean PSNR of G(a) and of a itself against T(a)."""
-    trained = [psnr(fake, truth) for _, fake, truth in triplets]
-    identity = [psnr(a, truth) for a, _, truth in triplets]
+    trained = [psnr(t.fake, t.truth) for t in triplets]
+    identity = [psnr(t.real, t.truth) for t in triplets]
     return DemoScore(float(np.mean(trained)), float(np.mean(identity)), len(triplets))
 
 
@@ -155,14 +165,38 @@ def score_against_truth(generator, dataroot: str | Path) -> DemoScore:
     return score(translate_test_crops(generator, dataroot))
 
 
-def save_comparison(triplets: list[tuple], path: Path, *, count: int = 8) -> Path:
+def save_comparison(triplets: list[HeldOut], path: Path, *, count: int = 8) -> Path:
     """A grid with one test crop per row: input a, G(a), ground truth T(a), shown at twice the size."""
     from .tracking import image_grid
 
     chosen = triplets[:: max(1, len(triplets) // count)][:count]
-    grid = image_grid([[t[0] for t in triplet] for triplet in chosen])
+    grid = image_grid([[t.real[0], t.fake[0], t.truth[0]] for t in chosen])
     grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST).save(path)
     return path
+
+
+def write_results_page(triplets: list[HeldOut], result: DemoScore, output: Path, run_dir: Path) -> Path:
+    """``output/index.html``: every held-out crop as input | translated | ground truth, with the PSNRs."""
+    from .data import to_image
+    from .gallery import write_table_page
+
+    folder = output / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for t in triplets:
+        stem = Path(t.name).stem
+        cells = []
+        for kind, tensor in (("input", t.real), ("translated", t.fake), ("truth", t.truth)):
+            path = folder / f"{stem}_{kind}.png"
+            to_image(tensor[0]).save(path)
+            cells.append(path)
+        rows.append([stem, f"{psnr(t.fake, t.truth):.2f} dB", f"{psnr(t.real, t.truth):.2f} dB", *cells])
+    intro = (f"G_A translates held-out photo crops into the winter look. Mean PSNR against the true winter look: "
+             f"{result.trained_psnr:.2f} dB; doing nothing (the input itself): {result.identity_psnr:.2f} dB, over "
+             f"{result.images} crops. Training losses and samples: {run_dir / 'index.html'}.")
+    sections = [("held-out crops", ("crop", "PSNR translated", "PSNR input", "input", "translated", "ground truth"), rows)]
+    page = write_table_page(output / "index.html", "cyclegan demo: photo to winter look", sections, intro=intro, css="small")
+    return page
 
 
 def run_demo(output: str | Path = "demo", *, iters: int | None = None, show_progress: bool = True) -> DemoScore:
@@ -191,12 +225,13 @@ def run_demo(output: str | Path = "demo", *, iters: int | None = None, show_prog
     triplets = translate_test_crops(generator, dataroot)
     result = score(triplets)
     grid = save_comparison(triplets, output / "results.png")
+    page = write_results_page(triplets, result, output, config.run_dir)
     report = {"trained_psnr_db": result.trained_psnr, "do_nothing_psnr_db": result.identity_psnr,
               "test_images": result.images, "iterations": trainer.total_iters,
               "minutes": (time.time() - started) / 60, "run": str(config.run_dir)}
     (output / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"demo: PSNR of G_A(a) against the true winter look T(a): {result.trained_psnr:.2f} dB; "
           f"doing nothing: {result.identity_psnr:.2f} dB ({result.images} held-out crops)")
-    print(f"demo: look at {grid} (rows: input | translated | ground truth), the training samples in "
-          f"{config.run_dir / 'samples'}, and the losses in {config.run_dir / 'metrics.jsonl'}")
+    print(f"demo: open {page.resolve()} (every held-out crop: input | translated | ground truth; {grid} "
+          f"holds a few of them in one picture); training plots and samples: {(config.run_dir / 'index.html').resolve()}")
     return result

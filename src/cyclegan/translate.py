@@ -320,9 +320,9 @@ class Resize:
 
     @classmethod
     def parse(cls, spec: str | int | None) -> "Resize | None":
-        if spec in (None, "", 0):
+        text = str(spec or "").strip().lower()
+        if text in ("", "0"):
             return None
-        text = str(spec).lower()
         try:
             if "x" in text:
                 w, h = (int(v) for v in text.split("x"))
@@ -429,8 +429,10 @@ class Translator:
     def batches(self, paths: Sequence[Path], *, batch_size: int) -> Iterator[list[tuple[Path, torch.Tensor, Image.Image | None]]]:
         """Loaded images in batches of one size (decoding runs one batch ahead, in a thread)."""
         groups = self.plan_batches(paths, batch_size=batch_size)
+        if not groups:
+            return
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._load_group, groups[0]) if groups else None
+            pending = pool.submit(self._load_group, groups[0])
             for following in [*groups[1:], None]:
                 current = pending.result()
                 pending = pool.submit(self._load_group, following) if following else None
