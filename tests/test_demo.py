@@ -66,7 +66,9 @@ def test_demo_command_trains_and_reports(tmp_path, capsys, monkeypatch):
                         lambda root: build_demo_dataset(root, train_per_photo=2, test_per_photo=1))
     assert main(["demo", "--output", str(tmp_path / "d"), "--iters", "3", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "doing nothing" in out and "results.png" in out
+    assert "doing nothing" in out and "index.html" in out
+    page = (tmp_path / "d" / "index.html").read_text()
+    assert page.count("<tr>") == 1 + len(PHOTOS) and "dB" in page
     report = json.loads((tmp_path / "d" / "results.json").read_text())
     assert report["iterations"] == 3 and report["test_images"] == len(PHOTOS)
     assert (tmp_path / "d" / "results.png").stat().st_size > 0

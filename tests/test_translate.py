@@ -153,7 +153,9 @@ def test_batch_norm_and_no_norm_tile_without_statistics():
 # ---- images, files and the API -------------------------------------------------------------
 
 def test_from_checkpoint_rebuilds_the_generator_and_keeps_its_channels(run_dir):
-    forward = Translator.from_checkpoint(run_dir, "AtoB", device="cpu")
+    import cyclegan
+
+    forward = cyclegan.Translator.from_checkpoint(run_dir, "AtoB", device="cpu")
     back = Translator.from_checkpoint(run_dir, direction="BtoA", device="cpu")
     assert not forward.generator.training
     assert forward.translate_tensor(torch.zeros(3, 20, 24)).shape == (1, 20, 24)  # 3 -> 1 channel

@@ -22,6 +22,7 @@ _LAZY = {
     "build_cyclegan": "training",
     "ImagePool": "image_pool",
     "GANLoss": "losses",
+    "Translator": "translate",
 }
 
 __all__ = ["DataConfig", "ExperimentConfig", "ModelConfig", "TrainConfig", "__version__", *_LAZY]

@@ -89,9 +89,9 @@ def format_losses(losses: dict[str, float]) -> dict[str, str]:
 
 
 def progress(iterable: Iterable | None, *, total: int, initial: int = 0, description: str, enabled: bool = True,
-             unit: str = "it"):
+             unit: str = "it", leave: bool = True):
     """A tqdm bar with rate and ETA (update it by hand when ``iterable`` is None); silent when disabled."""
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, initial=initial, desc=description, disable=not enabled,
-                dynamic_ncols=True, leave=True, unit=unit)
+                dynamic_ncols=True, leave=leave, unit=unit)

@@ -222,40 +222,48 @@ def _downscaled(x: torch.Tensor, max_pixels: int, multiple: int) -> torch.Tensor
 
 
 def run_tiled(net: nn.Module, x: torch.Tensor, *, tile: int, overlap: int, multiple: int,
-              stats: str = "exact", device: torch.device | None = None) -> torch.Tensor:
+              stats: str = "exact", device: torch.device | None = None, show_progress: bool = False) -> torch.Tensor:
     """Translate a padded (B, C, H, W) CPU tensor tile by tile; the result stays on the CPU.
 
     ``stats`` says where instance norm takes its whole-image statistics from: ``exact`` measures
     them over the tiles, one layer after another (about as costly as ten passes for
     resnet_9blocks); ``estimate`` takes them from one pass over a copy downscaled to one tile.
     """
+    from .tracking import progress
+
+    if stats not in TILE_STATS:
+        raise ValueError(f"unknown tile statistics {stats!r}; valid: {', '.join(TILE_STATS)}")
     device = device or x.device
     plan = TilePlan.make(x.shape[-2], x.shape[-1], tile=tile, overlap=overlap, multiple=multiple)
     norms = WholeImageInstanceNorm(net)
+    measured_passes = len(norms.layers) if stats == "exact" else 0
+    bar = progress(None, total=(measured_passes + 1) * len(plan), description=f"tiles of {x.shape[-1]}x{x.shape[-2]}",
+                   enabled=show_progress, unit="tile", leave=False)
     with norms:
         if norms and stats == "exact":
-            norms.measure_layers(partial(_measure_tiles, net, norms, x, plan, device))
-        elif norms and stats == "estimate":
+            norms.measure_layers(partial(_measure_tiles, net, norms, x, plan, device, bar))
+        elif norms:
             small = _downscaled(x, plan.tile_h * plan.tile_w, multiple).to(device)
             norms.measure_layers(partial(_measure_whole, net, norms, small))
-        elif norms:
-            raise ValueError(f"unknown tile statistics {stats!r}; valid: {', '.join(TILE_STATS)}")
         output: torch.Tensor | None = None
         for top, left, _ in plan.tiles():
             y = net(x[..., top:top + plan.tile_h, left:left + plan.tile_w].to(device)).float().cpu()
             if output is None:
                 output = torch.zeros(x.shape[0], y.shape[1], plan.height, plan.width)
             output[..., top:top + plan.tile_h, left:left + plan.tile_w] += y * plan.weights(top, left)
+            bar.update(1)
+    bar.close()
     return output.div_(plan.weight_sum())
 
 
-def _measure_tiles(net, norms: WholeImageInstanceNorm, x: torch.Tensor, plan: TilePlan, device) -> None:
+def _measure_tiles(net, norms: WholeImageInstanceNorm, x: torch.Tensor, plan: TilePlan, device, bar) -> None:
     for top, left, core in plan.tiles():
         norms.core = (plan.tile_h, plan.tile_w, *core)
         try:
             net(x[..., top:top + plan.tile_h, left:left + plan.tile_w].to(device))
         except _StopForward:
             pass
+        bar.update(1)
 
 
 def _measure_whole(net, norms: WholeImageInstanceNorm, x: torch.Tensor) -> None:
@@ -371,6 +379,7 @@ class Translator:
             raise ValueError(f"unknown --tile_stats {stats!r}; valid: {', '.join(TILE_STATS)}")
         self.stats = stats
         self.resize = resize
+        self.show_progress = False  # a bar over the tiles of large images; translate_files turns it on
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, direction: str = "AtoB", *, device: str | torch.device | None = None,
@@ -401,8 +410,8 @@ class Translator:
         (top, bottom), (left, right) = padding_for(height, self.multiple), padding_for(width, self.multiple)
         padded = reflect_pad(batch.float(), top, bottom, left, right)
         if self.needs_tiles(height, width):
-            out = run_tiled(self.generator, padded.cpu(), tile=self.tile, overlap=self.overlap,
-                            multiple=self.multiple, stats=self.stats, device=self.device)
+            out = run_tiled(self.generator, padded.cpu(), tile=self.tile, overlap=self.overlap, multiple=self.multiple,
+                            stats=self.stats, device=self.device, show_progress=self.show_progress)
         else:
             out = self.generator(padded.to(self.device)).float()
         out = out[..., top:top + height, left:left + width].to(x.device)
@@ -462,6 +471,7 @@ class Translator:
         from .tracking import progress
 
         destination = dict(jobs)
+        self.show_progress = show_progress
         written: list[Path] = []
         saves: list[Future] = []
         with ThreadPoolExecutor(max_workers=1) as saver:
@@ -579,6 +589,8 @@ def run_test(checkpoint: str | Path, *, dataroot: str | Path | None = None, outp
     output = Path(output) if output else checkpoint.path.parent / f"test_{epoch_label(checkpoint)}"
     translators = {d: Translator.from_checkpoint(checkpoint.path, d, device=device, **translator_options)
                    for d in ("AtoB", "BtoA")}
+    for translator in translators.values():
+        translator.show_progress = show_progress
     paths = {d: find_images(f, max_count=max_images) for d, f in present.items()}
     bar = progress(None, total=sum(map(len, paths.values())), description="test", enabled=show_progress, unit="img")
     sections = []
