@@ -301,3 +301,27 @@ def test_test_command_without_test_folders_is_a_clear_error(tmp_path, run_dir, c
     (tmp_path / "empty").mkdir()
     assert cli.main(["test", "--checkpoint", str(run_dir), "--dataroot", str(tmp_path / "empty"), "--quiet"]) == 2
     assert "neither testA/ nor testB/" in capsys.readouterr().err
+
+
+def test_one_pass_statistics_equal_layer_by_layer_measurement_of_one_part():
+    from functools import partial
+
+    from cyclegan.tracking import progress
+    from cyclegan.translate import WholeImageInstanceNorm, _measure_tiles
+
+    net = random_net().eval()
+    x = torch.rand(1, 3, 32, 48) * 2 - 1
+    plan = TilePlan.make(32, 48, tile=64, overlap=16, multiple=4)  # one part: the whole image
+    norms = WholeImageInstanceNorm(net)
+    with torch.inference_mode(), norms:
+        norms.measure_whole(net, x)
+        one_pass = norms.frozen
+        norms.measure_layers(partial(_measure_tiles, net, norms, x, plan, x.device,
+                                     progress(None, total=1, description="", enabled=False)))
+        layer_by_layer = norms.frozen
+        assert len(one_pass) == len(layer_by_layer) == len(norms.layers) == 1 + 2 + 2 * 6 + 2
+        for (m1, v1), (m2, v2) in zip(one_pass, layer_by_layer):
+            assert torch.allclose(m1, m2, atol=1e-5) and torch.allclose(v1, v2, rtol=1e-4, atol=1e-6)
+        frozen_output = net(x)  # every layer now normalises with the measured statistics
+    with torch.inference_mode():
+        assert torch.allclose(frozen_output, net(x), atol=1e-5)  # ... which are the image's own

@@ -157,9 +157,9 @@ class WholeImageInstanceNorm:
     def __init__(self, net: nn.Module):
         self.layers = [m for m in net.modules() if _uses_instance_statistics(m)]
         self.frozen: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: mean, var, each (B, C)
-        self.measure: int | None = None  # index of the layer to measure; the forward stops there
+        self.measure: int | str | None = None  # the layer to measure (the forward stops there), or "all"
         self.core: tuple[int, int, int, int, int, int] = (1, 1, 0, 0, 0, 0)  # tile_h, tile_w, y0, y1, x0, x1
-        self._sums: list[torch.Tensor] | None = None
+        self._sums: list[list[torch.Tensor]] | None = None  # per measured layer: count, sum, sum of squares
 
     def __bool__(self) -> bool:
         return bool(self.layers)
@@ -173,32 +173,40 @@ class WholeImageInstanceNorm:
         for layer in self.layers:
             del layer.forward
 
-    def measured(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and (biased) variance of the measured layer's input over all cores seen."""
-        count, total, squares = self._sums
+    def measured(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Mean and (biased) variance of each measured layer's input over all cores seen."""
+        stats = []
+        for count, total, squares in self._sums:
+            mean = total / count
+            stats.append((mean.float(), (squares / count - mean * mean).clamp_min(0).float()))
         self._sums = None
-        mean = total / count
-        return mean.float(), (squares / count - mean * mean).clamp_min(0).float()
+        return stats
 
     def _forward(self, index: int, layer: nn.InstanceNorm2d, x: torch.Tensor) -> torch.Tensor:
-        if index == self.measure:
-            self._record(x)
-            raise _StopForward
-        if index >= len(self.frozen):
+        if self.measure == "all":
+            self._record(x, slot=index)
             return nn.InstanceNorm2d.forward(layer, x)
+        if index == self.measure:
+            self._record(x, slot=0)
+            raise _StopForward
         mean, var = (s.to(x.device)[:, :, None, None] for s in self.frozen[index])
         y = (x - mean) * torch.rsqrt(var + layer.eps)
         if layer.affine:
             y = y * layer.weight[None, :, None, None] + layer.bias[None, :, None, None]
         return y
 
-    def _record(self, x: torch.Tensor) -> None:
+    def _record(self, x: torch.Tensor, *, slot: int) -> None:
         tile_h, tile_w, y0, y1, x0, x1 = self.core
         sy, sx = tile_h // x.shape[-2], tile_w // x.shape[-1]  # this layer's downsampling
         core = x[..., y0 // sy:y1 // sy, x0 // sx:x1 // sx]
         sums = [torch.tensor(float(core.shape[-2] * core.shape[-1]), dtype=torch.float64),
                 core.sum((-2, -1), dtype=torch.float64).cpu(), core.square().sum((-2, -1), dtype=torch.float64).cpu()]
-        self._sums = sums if self._sums is None else [a + b for a, b in zip(self._sums, sums)]
+        if self._sums is None:
+            self._sums = []
+        if slot < len(self._sums):
+            self._sums[slot] = [a + b for a, b in zip(self._sums[slot], sums)]
+        else:
+            self._sums.append(sums)
 
     def measure_layers(self, run_parts: Callable[[], None]) -> None:
         """Measure the layers in order; ``run_parts`` runs the network over every part of the image,
@@ -208,8 +216,14 @@ class WholeImageInstanceNorm:
         for index in range(len(self.layers)):
             self.measure = index
             run_parts()
-            self.frozen.append(self.measured())
+            self.frozen += self.measured()
         self.measure = None
+
+    def measure_whole(self, net: nn.Module, x: torch.Tensor) -> None:
+        """Take every layer's statistics from one ordinary pass over all of ``x``."""
+        self.measure, self.core = "all", (x.shape[-2], x.shape[-1], 0, x.shape[-2], 0, x.shape[-1])
+        net(x)
+        self.frozen, self.measure = self.measured(), None
 
 
 # ---- translating tensors -----------------------------------------------------------------------
@@ -243,8 +257,7 @@ def run_tiled(net: nn.Module, x: torch.Tensor, *, tile: int, overlap: int, multi
         if norms and stats == "exact":
             norms.measure_layers(partial(_measure_tiles, net, norms, x, plan, device, bar))
         elif norms:
-            small = _downscaled(x, plan.tile_h * plan.tile_w, multiple).to(device)
-            norms.measure_layers(partial(_measure_whole, net, norms, small))
+            norms.measure_whole(net, _downscaled(x, plan.tile_h * plan.tile_w, multiple).to(device))
         output: torch.Tensor | None = None
         for top, left, _ in plan.tiles():
             y = net(x[..., top:top + plan.tile_h, left:left + plan.tile_w].to(device)).float().cpu()
@@ -264,14 +277,6 @@ def _measure_tiles(net, norms: WholeImageInstanceNorm, x: torch.Tensor, plan: Ti
         except _StopForward:
             pass
         bar.update(1)
-
-
-def _measure_whole(net, norms: WholeImageInstanceNorm, x: torch.Tensor) -> None:
-    norms.core = (x.shape[-2], x.shape[-1], 0, x.shape[-2], 0, x.shape[-1])
-    try:
-        net(x)
-    except _StopForward:
-        pass
 
 
 # ---- images ---------------------------------------------------------------------------------
