@@ -36,7 +36,7 @@ def test_train_help_lists_every_option_with_default_and_choices(capsys):
         for f in section.__dataclass_fields__.values():
             assert f"--{f.name}" in text
             assert f"(default: {f.default})" in text
-    assert "{resnet_9blocks,resnet_6blocks}" in text and "{lsgan,vanilla}" in text
+    assert "{resnet_9blocks,resnet_6blocks,unet_256,unet_128}" in text and "{lsgan,vanilla,wgangp}" in text
     assert "--resume" in text and "--continue_train" in text and "--config" in text
 
 

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from cyclegan.checkpoint import Checkpoint
-from cyclegan.training import LOSS_NAMES, Trainer, linear_lr_factor
+from cyclegan.schedules import linear_factor as linear_lr_factor
+from cyclegan.training import LOSS_NAMES, Trainer
 
 
 def batch(seed=0, n=1, size=32):

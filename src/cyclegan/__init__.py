@@ -23,6 +23,8 @@ _LAZY = {
     "ImagePool": "image_pool",
     "GANLoss": "losses",
     "Translator": "translate",
+    "load_official_generator": "official",
+    "load_official_discriminator": "official",
 }
 
 __all__ = ["DataConfig", "ExperimentConfig", "ModelConfig", "TrainConfig", "__version__", *_LAZY]

@@ -140,6 +140,9 @@ class Checkpoint:
         self.config = ExperimentConfig.from_dict(flatten_config_dict(json.loads(self.metadata["config"])))
         self.info: dict[str, Any] = json.loads(self.metadata.get("info", "{}"))
 
+    def has_network(self, name: str) -> bool:
+        return any(key.startswith(f"{name}.") for key in self.keys)
+
     @property
     def has_training_state(self) -> bool:
         return "state" in self.metadata

@@ -26,7 +26,7 @@ class CommandError(Exception):
     """A problem the user can fix; printed without a traceback."""
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] = tuple(SECTIONS)) -> None:
     """One flag per config field; defaults are SUPPRESSed so that only given flags override."""
     defaults = ExperimentConfig()
     general = parser.add_argument_group("run")
@@ -34,9 +34,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                          help=f"name of the run; its folder is checkpoints_dir/name (default: {defaults.name})")
     general.add_argument("--checkpoints_dir", default=argparse.SUPPRESS,
                          help=f"where run folders live (default: {defaults.checkpoints_dir})")
-    for section, cls in SECTIONS.items():
+    for section in sections:
         group = parser.add_argument_group(section)
-        for f in dataclasses.fields(cls):
+        for f in dataclasses.fields(SECTIONS[section]):
             _add_field_flag(group, f)
 
 
@@ -67,7 +67,8 @@ def add_train_parser(subparsers) -> None:
     )
     p.add_argument("--config", type=Path, help="TOML or YAML file of options (flat official names, or [model]/[data]/[train] tables)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR exactly where it stopped (optimizers, pools, RNGs, counters)")
+                   help="continue the run in RUN_DIR exactly where it stopped (optimizers, pools, RNGs, counters); "
+                        "replaces the official --continue_train --epoch_count")
     p.add_argument("--continue_train", action="store_true",
                    help="the official spelling of --resume: continue checkpoints_dir/name")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -143,7 +144,7 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
                    help="instance-norm statistics for tiled images: exact = measured over the whole image, layer by "
                         "layer (as if untiled; about 10 passes of work), estimate = from one downscaled pass "
                         "(fast, approximate) (default: exact)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N; replaces the official --gpu_ids (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -156,7 +157,8 @@ def add_translate_parser(subparsers) -> None:
         "translate", help="translate images of any size with a trained generator",
         description="Translate image files, folders (recursively) or globs. Every output keeps its input's width "
                     "and height (no resizing unless --resize or --load_size); large images are tiled with blended "
-                    "overlaps. Outputs keep their relative paths under --output and never overwrite an input.")
+                    "overlaps. Outputs keep their relative paths under --output and never overwrite an input. "
+                    "Replaces the official test.py --model test --no_dropout.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder for the translated images")
     p.add_argument("--direction", choices=("AtoB", "BtoA"), default="AtoB",
@@ -190,10 +192,11 @@ def add_test_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "test", help="translate and reconstruct every test image; write an HTML page of them",
         description="For every image of testA and testB: real, translated and reconstructed, at full size, under "
-                    "RUN/test_<epoch>/ with an index.html that shows them in a table.")
+                    "RUN/test_<epoch>/ with an index.html that shows them in a table. Replaces the official "
+                    "test.py --model cycle_gan (which squashes images to 256x256 and stops at --num_test 50).")
     p.add_argument("--dataroot", type=Path, default=None, help="folder holding testA/ and testB/ (default: the run's dataroot)")
     p.add_argument("--output", type=Path, default=None, metavar="DIR", help="where to write (default: RUN/test_<epoch>)")
-    p.add_argument("--max_images", type=int, default=0, help="at most this many images per domain (default: 0 = all)")
+    p.add_argument("--max_images", type=int, default=0, help="at most this many images per domain; replaces the official --num_test (default: 0 = all)")
     add_inference_flags(p)
     p.set_defaults(handler=run_test)
 
@@ -207,6 +210,74 @@ def run_test(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- the official code's weights, and its datasets and model zoo --------------------------------
+
+def add_official_parsers(subparsers) -> None:
+    p = subparsers.add_parser(
+        "import-official", help="turn official .pth weights into a cyclegan checkpoint",
+        description="Read an official run folder (<epoch>_net_G_A.pth, G_B, D_A, D_B) or one generator file "
+                    "(a pretrained latest_net_G.pth) with weights_only=True and write checkpoints_dir/NAME/"
+                    "latest.safetensors, ready for translate and test. Give the architecture flags the official "
+                    "run used (its train_opt.txt lists them).")
+    p.add_argument("source", type=Path, metavar="SRC_DIR_OR_FILE")
+    p.add_argument("--epoch", default="latest", help="which official files: <epoch>_net_*.pth (default: latest)")
+    p.add_argument("--direction", choices=("AtoB", "BtoA"), default="AtoB",
+                   help="a single generator file translates A to B (stored as G_A) or B to A (G_B) (default: AtoB)")
+    add_config_flags(p, sections=("model",))
+    p.set_defaults(handler=run_import_official)
+
+    p = subparsers.add_parser("export-official", help="write a checkpoint's networks as official .pth files",
+                              description="Write <epoch>_net_G_A.pth, G_B, D_A, D_B (plain state dicts in the official "
+                                          "key layout) for the official code or tools built on it.")
+    p.add_argument("run", type=Path, metavar="RUN_OR_FILE")
+    p.add_argument("destination", type=Path, metavar="DST_DIR")
+    p.add_argument("--epoch", default="latest", help="file name prefix (default: latest)")
+    p.set_defaults(handler=run_export_official)
+
+    p = subparsers.add_parser("download", help="download an official dataset or pretrained model",
+                              description="Download with a progress bar, resuming an interrupted download; files are "
+                                          "verified before they are put in place. Replaces the official "
+                                          "download_cyclegan_dataset.sh and download_cyclegan_model.sh.")
+    p.add_argument("kind", choices=("dataset", "model"))
+    p.add_argument("name", help="dataset: apple2orange, horse2zebra, ... ; model: horse2zebra, style_monet, ...")
+    p.add_argument("--to", type=Path, default=None, help="folder to put it in (default: datasets/ or checkpoints/)")
+    p.add_argument("--url", default=None, help="base URL of a mirror (or set CYCLEGAN_DATASET_URL / CYCLEGAN_MODEL_URL)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_download)
+
+
+def run_import_official(args: argparse.Namespace) -> int:
+    from .official import import_official
+
+    options = given_options(args, ("command", "handler", "verbose", "source", "epoch", "direction"))
+    path = import_official(args.source, options, epoch=args.epoch, direction=args.direction)
+    log.info("wrote %s; translate with: cyclegan translate --checkpoint %s INPUT --output DIR", path, path.parent)
+    return 0
+
+
+def run_export_official(args: argparse.Namespace) -> int:
+    from .official import export_official
+
+    for path in export_official(args.run, args.destination, epoch=args.epoch):
+        log.info("wrote %s", path)
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from .download import DownloadError, download_dataset, download_model
+
+    try:
+        if args.kind == "dataset":
+            path = download_dataset(args.name, to=args.to or Path("datasets"), url=args.url, show_progress=not args.quiet)
+            log.info("dataset in %s; train with: cyclegan train --dataroot %s --name %s", path, path, args.name)
+        else:
+            path = download_model(args.name, to=args.to or Path("checkpoints"), url=args.url, show_progress=not args.quiet)
+            log.info("model in %s; translate with: cyclegan translate --checkpoint %s INPUT --output DIR", path, path)
+    except DownloadError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
 # ---- entry point --------------------------------------------------------------------------
 
 def make_parser() -> argparse.ArgumentParser:
@@ -217,6 +288,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_train_parser(subparsers)
     add_translate_parser(subparsers)
     add_test_parser(subparsers)
+    add_official_parsers(subparsers)
     add_demo_parser(subparsers)
     return parser
 

@@ -15,14 +15,14 @@ from typing import Any
 
 CONFIG_VERSION = 1
 
-GENERATOR_NAMES = ("resnet_9blocks", "resnet_6blocks")
-DISCRIMINATOR_NAMES = ("basic", "n_layers")
+GENERATOR_NAMES = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
+DISCRIMINATOR_NAMES = ("basic", "n_layers", "pixel")
 NORM_NAMES = ("instance", "batch", "none")
 INIT_NAMES = ("normal", "xavier", "kaiming", "orthogonal")
 UPSAMPLE_NAMES = ("transpose", "resize")
-GAN_MODES = ("lsgan", "vanilla")
-LR_POLICIES = ("linear",)
-PREPROCESS_NAMES = ("resize_and_crop", "crop", "none")
+GAN_MODES = ("lsgan", "vanilla", "wgangp")
+LR_POLICIES = ("linear", "step", "plateau", "cosine")
+PREPROCESS_NAMES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 DIRECTIONS = ("AtoB", "BtoA")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -38,8 +38,10 @@ class ModelConfig:
 
     input_nc: int = option(3, "channels of domain A images (1 = grayscale, 3 = RGB)", choices=(1, 3))
     output_nc: int = option(3, "channels of domain B images (1 = grayscale, 3 = RGB)", choices=(1, 3))
-    netG: str = option("resnet_9blocks", "generator architecture", choices=GENERATOR_NAMES)
-    netD: str = option("basic", "discriminator: basic = 70x70 PatchGAN", choices=DISCRIMINATOR_NAMES)
+    netG: str = option("resnet_9blocks", "generator: resnet_9blocks (256 px), resnet_6blocks (128 px), "
+                       "unet_256 / unet_128 (U-Net with skips, 8 / 7 stride-2 levels)", choices=GENERATOR_NAMES)
+    netD: str = option("basic", "discriminator: basic = 70x70 PatchGAN; n_layers = PatchGAN with n_layers_D "
+                       "stride-2 layers; pixel = 1x1 PixelGAN", choices=DISCRIMINATOR_NAMES)
     n_layers_D: int = option(3, "stride-2 conv layers of the discriminator when netD is n_layers")
     ngf: int = option(64, "filters in the generator's first conv layer")
     ndf: int = option(64, "filters in the discriminator's first conv layer")
@@ -75,7 +77,9 @@ class DataConfig:
     preprocess: str = option(
         "resize_and_crop",
         "resize_and_crop: bicubic resize to load_size square, random crop_size crop; "
-        "crop: random crop only; none: keep the image (sides rounded down to a multiple of 4)",
+        "crop: random crop only; scale_width: width to load_size, aspect kept (at least crop_size tall); "
+        "scale_width_and_crop: that, then a random crop_size crop; none: keep the image (sides rounded "
+        "down to a multiple of 4)",
         choices=PREPROCESS_NAMES,
     )
     load_size: int = option(286, "images are resized to this square size")
@@ -90,14 +94,22 @@ class DataConfig:
 class TrainConfig:
     """Losses, optimisation and the training loop."""
 
-    gan_mode: str = option("lsgan", "GAN objective: lsgan = least squares (paper), vanilla = cross-entropy", choices=GAN_MODES)
+    gan_mode: str = option("lsgan", "GAN objective: lsgan = least squares (paper), vanilla = cross-entropy, wgangp = "
+                           "Wasserstein with gradient penalty (lambda_gp)", choices=GAN_MODES)
     lambda_A: float = option(10.0, "weight of the cycle loss A -> B -> A")
     lambda_B: float = option(10.0, "weight of the cycle loss B -> A -> B")
     lambda_identity: float = option(0.5, "weight of the identity loss, relative to lambda_A / lambda_B (0 = off)")
+    lambda_gp: float = option(10.0, "wgangp: weight of the gradient penalty, applied to both discriminators "
+                                    "(the official code defines it but never calls it)")
     pool_size: int = option(50, "generated images kept in each discriminator's history pool (0 = none)")
     lr: float = option(0.0002, "initial Adam learning rate")
     beta1: float = option(0.5, "Adam beta1 (beta2 is 0.999)")
-    lr_policy: str = option("linear", "linear: constant for n_epochs, then linearly to zero over n_epochs_decay", choices=LR_POLICIES)
+    lr_policy: str = option(
+        "linear",
+        "linear: constant for n_epochs, then linearly to zero over n_epochs_decay; step: x0.1 every lr_decay_iters "
+        "epochs; plateau: x0.2 once the epoch's mean cycle loss (cycle_A + cycle_B) has not improved by 1%% for 5 "
+        "epochs; cosine: half a cosine down to zero over n_epochs + n_epochs_decay", choices=LR_POLICIES)
+    lr_decay_iters: int = option(50, "step policy: multiply the lr by 0.1 every this many epochs (the official name; it counts epochs)")
     n_epochs: int = option(100, "epochs at the initial learning rate")
     n_epochs_decay: int = option(100, "epochs over which the learning rate decays linearly to zero")
     batch_size: int = option(1, "images per batch in each domain")
@@ -107,9 +119,11 @@ class TrainConfig:
     print_freq: int = option(100, "write the losses to metrics.jsonl every this many iterations")
     display_freq: int = option(400, "save a sample image grid every this many iterations")
     tensorboard: bool = option(False, "also write the losses and sample grids for TensorBoard, in RUN/tensorboard "
-                                      "(needs: pip install 'cyclegan[tensorboard]')")
+                                      "(needs: pip install 'cyclegan[tensorboard]'); replaces the official visdom "
+                                      "--display_id (RUN/index.html is always written)")
     seed: int = option(0, "seed of every random number generator")
-    device: str = option("auto", "where to train: auto = cuda when available, else cpu", choices=DEVICES)
+    device: str = option("auto", "where to train: auto = cuda when available, else cpu; replaces the official --gpu_ids",
+                         choices=DEVICES)
 
 
 @dataclass(frozen=True)
@@ -243,9 +257,12 @@ def validate(config: ExperimentConfig) -> None:
     if d.preprocess == "resize_and_crop" and d.crop_size > d.load_size:
         raise ValueError(f"crop_size ({d.crop_size}) is larger than load_size ({d.load_size}): "
                          "the random crop cannot fit; lower --crop_size or raise --load_size")
-    if d.preprocess == "none" and t.batch_size > 1:
-        raise ValueError("--preprocess none keeps each image's own size, so images cannot share a batch: "
-                         "use --batch_size 1 or another --preprocess")
+    if d.preprocess in ("none", "scale_width") and t.batch_size > 1:
+        raise ValueError(f"--preprocess {d.preprocess} keeps each image's own aspect ratio, so images cannot share "
+                         "a batch: use --batch_size 1 or a preprocess that crops")
+    if d.preprocess == "scale_width_and_crop" and d.crop_size > d.load_size:
+        raise ValueError(f"crop_size ({d.crop_size}) is wider than load_size ({d.load_size}), the width "
+                         "scale_width gives every image; lower --crop_size or raise --load_size")
     if m.global_residual and m.input_nc != m.output_nc:
         raise ValueError("global_residual needs input_nc == output_nc")
     if t.lambda_identity > 0 and m.input_nc != m.output_nc:

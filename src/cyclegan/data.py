@@ -73,10 +73,15 @@ class Preprocess:
             image = self._random_crop(image, generator)
         elif self.mode == "crop":
             image = self._random_crop(image, generator)
+        elif self.mode == "scale_width":
+            image = self._scale_width(image)
+        elif self.mode == "scale_width_and_crop":
+            image = self._random_crop(self._scale_width(image), generator)
         elif self.mode == "none":
             image = self._round_to_multiple(image, 4)
         else:
-            raise ValueError(f"unknown preprocess {self.mode!r}; valid: crop, none, resize_and_crop")
+            raise ValueError(f"unknown preprocess {self.mode!r}; valid: crop, none, resize_and_crop, "
+                             "scale_width, scale_width_and_crop")
         if self.flip and torch.rand((), generator=generator).item() < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         return to_tensor(image)
@@ -89,6 +94,14 @@ class Preprocess:
         top = int(torch.randint(height - size + 1, (), generator=generator))
         left = int(torch.randint(width - size + 1, (), generator=generator))
         return image.crop((left, top, left + size, top + size))
+
+    def _scale_width(self, image: Image.Image) -> Image.Image:
+        """Width to load_size, aspect kept, but never less tall than crop_size (the official rule)."""
+        width, height = image.size
+        if width == self.load_size and height >= self.crop_size:
+            return image
+        size = (self.load_size, int(max(self.load_size * height / width, self.crop_size)))
+        return image.resize(size, Image.BICUBIC)
 
     @staticmethod
     def _round_to_multiple(image: Image.Image, base: int) -> Image.Image:

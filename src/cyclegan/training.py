@@ -35,8 +35,9 @@ from .config import ExperimentConfig, build_experiment
 from .data import Preprocess, UnpairedDataset, unpaired_dataset_from_folders
 from .devices import pick_device
 from .image_pool import ImagePool
-from .losses import GANLoss, cycle_loss, identity_loss
+from .losses import GANLoss, cycle_loss, gradient_penalty, identity_loss
 from .models import build_discriminator, build_generator
+from .schedules import Plateau, cosine_factor, linear_factor, step_factor
 from .gallery import write_training_page
 from .tracking import MetricsLog, TensorBoardLog, atomic_write_text, format_losses, image_grid, progress
 
@@ -51,13 +52,12 @@ RESUME_OVERRIDABLE = frozenset({
 })
 
 
-def linear_lr_factor(epoch: int, *, n_epochs: int, n_epochs_decay: int) -> float:
-    """The official ``linear`` policy: lr multiplier while training epoch ``epoch`` (counted from 1).
-
-    1 for epochs 1..n_epochs, then 1 - (epoch - n_epochs) / (n_epochs_decay + 1).
-    """
-    return 1.0 - max(0, epoch - n_epochs) / float(n_epochs_decay + 1)
-
+# lr multiplier while training epoch ``epoch`` (from 1) of a run of ``total`` epochs; plateau is stateful.
+LR_FACTORS = {
+    "linear": lambda epoch, t, total: linear_factor(epoch, n_epochs=t.n_epochs, n_epochs_decay=t.n_epochs_decay),
+    "step": lambda epoch, t, total: step_factor(epoch, lr_decay_iters=t.lr_decay_iters),
+    "cosine": lambda epoch, t, total: cosine_factor(epoch, total_epochs=total),
+}
 
 def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
     for net in nets:
@@ -79,11 +79,13 @@ class CycleGAN(nn.Module):
         lambda_a: float = 10.0,
         lambda_b: float = 10.0,
         lambda_identity: float = 0.5,
+        lambda_gp: float = 10.0,
     ):
         super().__init__()
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
         self.gan_loss = GANLoss(gan_mode)
         self.lambda_a, self.lambda_b, self.lambda_identity = lambda_a, lambda_b, lambda_identity
+        self.lambda_gp = lambda_gp
 
     def networks(self) -> dict[str, nn.Module]:
         return {name: getattr(self, name) for name in NETWORK_NAMES}
@@ -113,8 +115,13 @@ class CycleGAN(nn.Module):
         return losses
 
     def discriminator_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """0.5 * (GAN(D(real), real) + GAN(D(fake), fake)), with ``fake`` detached from its generator."""
-        return 0.5 * (self.gan_loss(d(real), True) + self.gan_loss(d(fake.detach()), False))
+        """0.5 * (GAN(D(real), real) + GAN(D(fake), fake)), with ``fake`` detached from its generator;
+        plus the gradient penalty for wgangp."""
+        fake = fake.detach()
+        loss = 0.5 * (self.gan_loss(d(real), True) + self.gan_loss(d(fake), False))
+        if self.gan_loss.mode == "wgangp":
+            loss = loss + gradient_penalty(d, real, fake, weight=self.lambda_gp)
+        return loss
 
 
 def build_cyclegan(config: ExperimentConfig) -> CycleGAN:
@@ -129,6 +136,7 @@ def build_cyclegan(config: ExperimentConfig) -> CycleGAN:
         lambda_a=t.lambda_A,
         lambda_b=t.lambda_B,
         lambda_identity=t.lambda_identity,
+        lambda_gp=t.lambda_gp,
     )
 
 
@@ -184,6 +192,8 @@ class Trainer:
         self.total_iters = 0
         self.last_images: dict[str, torch.Tensor] = {}
         self.tensorboard: TensorBoardLog | None = None
+        self.plateau = Plateau()  # the plateau lr policy's state, driven by the epoch's mean cycle loss
+        self.epoch_cycle_loss = [0.0, 0]  # sum of cycle_A + cycle_B over this epoch's iterations, and their count
         self.set_learning_rate()
 
     # ---- one iteration -------------------------------------------------------------------
@@ -226,7 +236,9 @@ class Trainer:
 
     def learning_rate(self) -> float:
         t = self.config.train
-        return t.lr * linear_lr_factor(self.epoch, n_epochs=t.n_epochs, n_epochs_decay=t.n_epochs_decay)
+        if t.lr_policy == "plateau":
+            return t.lr * self.plateau.factor
+        return t.lr * LR_FACTORS[t.lr_policy](self.epoch, t, self.total_epochs)
 
     def set_learning_rate(self) -> None:
         lr = self.learning_rate()
@@ -245,6 +257,7 @@ class Trainer:
             "pool_b": self.pool_b.state_dict(),
             "rng": capture_rng(),
             "counters": {"epoch": self.epoch, "epoch_iter": self.epoch_iter, "total_iters": self.total_iters},
+            "schedule": {"plateau": self.plateau.state_dict(), "epoch_cycle_loss": list(self.epoch_cycle_loss)},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -257,6 +270,10 @@ class Trainer:
         restore_rng(state["rng"])
         counters = state["counters"]
         self.epoch, self.epoch_iter, self.total_iters = counters["epoch"], counters["epoch_iter"], counters["total_iters"]
+        if "schedule" in state:  # absent from checkpoints written before the plateau policy existed
+            self.plateau.load_state_dict(state["schedule"]["plateau"])
+            total, count = state["schedule"]["epoch_cycle_loss"]
+            self.epoch_cycle_loss = [float(total), int(count)]
         self.set_learning_rate()
 
     def info(self) -> dict[str, Any]:
@@ -356,6 +373,8 @@ class Trainer:
                        description=f"epoch {self.epoch}/{self.total_epochs}")
         for batch in bar:
             losses = self.train_step(batch["A"], batch["B"])
+            self.epoch_cycle_loss = [self.epoch_cycle_loss[0] + losses["cycle_A"] + losses["cycle_B"],
+                                     self.epoch_cycle_loss[1] + 1]
             self.epoch_iter += 1
             self.total_iters += 1
             bar.set_postfix(format_losses(losses), refresh=False)
@@ -366,13 +385,21 @@ class Trainer:
         bar.close()
         if self.last_images and self.total_iters % t.display_freq:  # the epoch's last grid, unless just saved
             self.save_samples()
-        self.epoch += 1
-        self.epoch_iter = 0
+        self.end_epoch()
         self.save(self.run_dir / LATEST)
         if (self.epoch - 1) % t.save_epoch_freq == 0 or self.epoch > self.total_epochs:
             self.save(self.run_dir / f"epoch_{self.epoch - 1:04d}.safetensors", with_training_state=False)
         self.write_page()
         return True
+
+    def end_epoch(self) -> None:
+        """Advance the counters (and the plateau policy, with the epoch's mean cycle loss)."""
+        total, count = self.epoch_cycle_loss
+        if count:
+            self.plateau.end_epoch(total / count)
+        self.epoch += 1
+        self.epoch_iter = 0
+        self.epoch_cycle_loss = [0.0, 0]
 
     def _after_iteration(self, losses: dict[str, float], metrics: MetricsLog) -> None:
         t = self.config.train

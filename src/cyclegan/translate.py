@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
-from .checkpoint import Checkpoint, load_generator
+from .checkpoint import GENERATOR_FOR_DIRECTION, Checkpoint, load_generator
 from .data import IMAGE_EXTENSIONS, ImageReadError, find_images, to_image, to_tensor
 from .devices import pick_device
 
@@ -376,10 +376,13 @@ class Translator:
         self.multiple = getattr(generator, "size_multiple", 4)
         if tile < 2 * self.multiple or tile % self.multiple:
             raise ValueError(f"--tile {tile} must be a multiple of {self.multiple} and at least {2 * self.multiple}")
-        if not 2 * self.multiple <= overlap <= tile // 2:
-            raise ValueError(f"--overlap {overlap} must lie between {2 * self.multiple} and half the tile ({tile // 2})")
+        # Tile starts and core boundaries must fall on the network's stride, so the overlap is
+        # rounded up to it (256 for unet_256).
+        self.overlap = max(self.multiple, -(-overlap // self.multiple) * self.multiple)
+        if overlap < 1 or self.overlap > tile // 2:
+            raise ValueError(f"--overlap {overlap} (rounded up to a multiple of {self.multiple}: {self.overlap}) must be "
+                             f"positive and at most half the tile ({tile // 2})")
         self.tile = tile
-        self.overlap = overlap // self.multiple * self.multiple
         if stats not in TILE_STATS:
             raise ValueError(f"unknown --tile_stats {stats!r}; valid: {', '.join(TILE_STATS)}")
         self.stats = stats
@@ -592,38 +595,43 @@ def run_test(checkpoint: str | Path, *, dataroot: str | Path | None = None, outp
     if not present:
         raise FileNotFoundError(f"{root} has neither testA/ nor testB/; pass --dataroot with the test images")
     output = Path(output) if output else checkpoint.path.parent / f"test_{epoch_label(checkpoint)}"
-    translators = {d: Translator.from_checkpoint(checkpoint.path, d, device=device, **translator_options)
-                   for d in ("AtoB", "BtoA")}
-    for translator in translators.values():
-        translator.show_progress = show_progress
-    paths = {d: find_images(f, max_count=max_images) for d, f in present.items()}
+    translators = {}
+    for direction, generator in GENERATOR_FOR_DIRECTION.items():
+        if checkpoint.has_network(generator):  # an imported zoo model has one generator only
+            translators[direction] = Translator.from_checkpoint(checkpoint.path, direction, device=device, **translator_options)
+            translators[direction].show_progress = show_progress
+    paths = {d: find_images(f, max_count=max_images) for d, f in present.items() if d in translators}
+    if not paths:
+        raise FileNotFoundError(f"{root} has no test folder for the generators in {checkpoint.path}")
     bar = progress(None, total=sum(map(len, paths.values())), description="test", enabled=show_progress, unit="img")
     sections = []
     for direction, images in paths.items():
-        forward, back = translators[direction], translators["BtoA" if direction == "AtoB" else "AtoB"]
+        forward, back = translators[direction], translators.get("BtoA" if direction == "AtoB" else "AtoB")
         source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
         rows = _cycle_images(forward, back, images, present[direction], output / "images" / direction,
                              batch_size=batch_size, bar=bar)
-        sections.append((f"{source} to {target}: {present[direction]}",
-                         ("image", f"real {source}", f"translated to {target}", f"reconstructed {source}"), rows))
+        headers = ("image", f"real {source}", f"translated to {target}") + ((f"reconstructed {source}",) if back else ())
+        sections.append((f"{source} to {target}: {present[direction]}", headers, rows))
     bar.close()
     intro = (f"Checkpoint {checkpoint.path}, {config.model.netG}, epoch {epoch_label(checkpoint)}. Every test image "
              f"at its own size; click an image to open it at full resolution.")
     return write_table_page(output / "index.html", f"cyclegan test: {config.name}", sections, intro=intro)
 
 
-def _cycle_images(forward: Translator, back: Translator, images: Sequence[Path], folder: Path, out_dir: Path,
+def _cycle_images(forward: Translator, back: Translator | None, images: Sequence[Path], folder: Path, out_dir: Path,
                   *, batch_size: int, bar) -> list[list]:
     """Translate and reconstruct ``images``; save the three versions; one table row per image."""
     rows = []
     for batch in forward.batches(images, batch_size=batch_size):
         real = torch.stack([tensor for _, tensor, _ in batch])
         fake = forward.translate_tensor(real)
-        rec = back.translate_tensor(fake)
-        for (path, _, _), r, f, c in zip(batch, real, fake, rec):
+        versions = {"real": real, "fake": fake}
+        if back is not None:
+            versions["rec"] = back.translate_tensor(fake)
+        for i, (path, _, _) in enumerate(batch):
             stem = out_dir / path.relative_to(folder).with_suffix("")
-            saved = [save_image(to_image(t), stem.with_name(f"{stem.name}_{kind}.png"))
-                     for t, kind in ((r, "real"), (f, "fake"), (c, "rec"))]
+            saved = [save_image(to_image(images[i]), stem.with_name(f"{stem.name}_{kind}.png"))
+                     for kind, images in versions.items()]
             rows.append([str(path.relative_to(folder)), *saved])
         bar.update(len(batch))
     return sorted(rows, key=lambda row: row[0])

@@ -61,3 +61,23 @@ def test_norm_choice_and_conv_bias(norm, layer, bias):
     assert all((c.bias is not None) == bias for c in middle)
     norms = [m for m in d.modules() if isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d))]
     assert (len(norms) == 3 and all(isinstance(m, layer) for m in norms)) if layer else not norms
+
+
+@pytest.mark.parametrize("netD, k, expected", [("n_layers", 3, 2_764_737), ("n_layers", 4, 6_959_553), ("pixel", 3, 8_705)])
+def test_discriminator_parameter_counts_match_the_official_networks(netD, k, expected):
+    net = build_discriminator(ModelConfig(netD=netD, n_layers_D=k), in_channels=3)
+    assert sum(p.numel() for p in net.parameters()) == expected
+
+
+def test_pixel_discriminator_judges_every_pixel():
+    net = build_discriminator(ModelConfig(netD="pixel", ndf=8), in_channels=3)
+    x = torch.randn(1, 3, 20, 24)
+    out = net(x)
+    assert out.shape == (1, 1, 20, 24)
+    x2 = x.clone()
+    x2[..., 5, 7] += 1.0
+    changed = (net(x2) != out)[0, 0]
+    # with instance norm every output moves a little; without it only the one pixel would
+    assert changed[5, 7]
+    plain = build_discriminator(ModelConfig(netD="pixel", ndf=8, norm="none"), in_channels=3)
+    assert ((plain(x2) != plain(x))[0, 0]).nonzero().tolist() == [[5, 7]]

@@ -83,7 +83,11 @@ def test_dropout_only_when_asked():
 def test_unknown_generator_lists_valid_names():
     with pytest.raises(ValueError, match="resnet_6blocks"):
         build_generator(ModelConfig(netG="unet_999"))
-    assert set(GENERATORS) == {"resnet_9blocks", "resnet_6blocks"}
+    from cyclegan.config import DISCRIMINATOR_NAMES, GENERATOR_NAMES
+    from cyclegan.models import DISCRIMINATORS
+
+    assert set(GENERATORS) == set(GENERATOR_NAMES) == {"resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128"}
+    assert set(DISCRIMINATORS) == set(DISCRIMINATOR_NAMES) == {"basic", "n_layers", "pixel"}
 
 
 def test_global_residual_head_sees_the_input_colour():
@@ -95,3 +99,51 @@ def test_global_residual_head_sees_the_input_colour():
         change_dark = net(x - 0.5) - (x - 0.5)
         change_bright = net(x + 0.5) - (x + 0.5)
     assert not torch.allclose(change_dark, change_bright, atol=1e-3)
+
+
+@pytest.mark.parametrize("name, expected", [("unet_256", 54_409_603), ("unet_128", 41_825_667)])
+def test_unet_parameter_counts_match_the_official_networks(name, expected):
+    assert n_params(build_generator(ModelConfig(netG=name))) == expected
+
+
+@pytest.mark.parametrize("name, size", [("unet_256", 256), ("unet_128", 128)])
+def test_unet_keeps_shape_and_concatenates_skips(name, size):
+    net = build_generator(ModelConfig(netG=name, ngf=4, input_nc=1, output_nc=3)).eval()
+    assert net.size_multiple == size
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, size, size))
+    assert out.shape == (1, 3, size, size) and out.abs().max() <= 1
+    skip = net.model.model[1]  # the level below the outermost returns its input beside its output
+    with torch.no_grad():
+        inner = skip(torch.randn(1, 4, size // 2, size // 2))
+    assert inner.shape == (1, 8, size // 2, size // 2)
+
+
+def test_unet_dropout_follows_no_dropout():
+    with_dropout = build_generator(ModelConfig(netG="unet_256", ngf=4, no_dropout=False))
+    without = build_generator(ModelConfig(netG="unet_256", ngf=4))
+    assert sum(isinstance(m, nn.Dropout) for m in with_dropout.modules()) == 3  # the three middle ngf*8 levels
+    assert not any(isinstance(m, nn.Dropout) for m in without.modules())
+    assert all(m.p == 0.5 for m in with_dropout.modules() if isinstance(m, nn.Dropout))
+
+
+def test_unet_refuses_fast_recipe_parts():
+    with pytest.raises(ValueError, match="U-Net"):
+        build_generator(ModelConfig(netG="unet_128", upsample="resize"))
+
+
+@pytest.mark.parametrize("kind", ["normal", "xavier", "kaiming", "orthogonal"])
+def test_every_init_type_initialises_every_conv(kind):
+    torch.manual_seed(0)
+    net = build_generator(ModelConfig(netG="resnet_6blocks", ngf=8, init_type=kind, init_gain=0.02))
+    convs = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert all(torch.count_nonzero(c.bias) == 0 for c in convs)
+    stds = [float(c.weight.detach().std()) for c in convs]
+    if kind == "normal":
+        assert all(0.015 < s < 0.025 for s in stds)
+    elif kind == "orthogonal":
+        w = convs[3].weight.flatten(1)  # (out, in*k*k) rows are orthogonal, scaled by the gain
+        gram = w @ w.T
+        assert torch.allclose(gram, 0.02**2 * torch.eye(len(gram)), atol=1e-6)
+    else:  # xavier (gain 0.02) is tiny, kaiming (fan_in, gain sqrt 2) is large
+        assert (max(stds) < 0.01) if kind == "xavier" else (min(stds) > 0.05)

@@ -7,18 +7,21 @@ from functools import partial
 from torch import nn
 
 from ..config import ModelConfig
-from .discriminators import NLayerDiscriminator
-from .generators import ResnetBlock, ResnetGenerator
+from .discriminators import NLayerDiscriminator, PixelDiscriminator
+from .generators import ResnetBlock, ResnetGenerator, UnetGenerator, UnetSkipBlock
 from .layers import init_weights, lookup
 
 GENERATORS = {
     "resnet_9blocks": partial(ResnetGenerator, n_blocks=9),
     "resnet_6blocks": partial(ResnetGenerator, n_blocks=6),
+    "unet_256": partial(UnetGenerator, num_downs=8),
+    "unet_128": partial(UnetGenerator, num_downs=7),
 }
 
 DISCRIMINATORS = {
     "basic": lambda in_channels, *, n_layers, **kw: NLayerDiscriminator(in_channels, n_layers=3, **kw),
     "n_layers": lambda in_channels, *, n_layers, **kw: NLayerDiscriminator(in_channels, n_layers=n_layers, **kw),
+    "pixel": lambda in_channels, *, n_layers, **kw: PixelDiscriminator(in_channels, **kw),
 }
 
 
@@ -53,8 +56,11 @@ __all__ = [
     "DISCRIMINATORS",
     "GENERATORS",
     "NLayerDiscriminator",
+    "PixelDiscriminator",
     "ResnetBlock",
     "ResnetGenerator",
+    "UnetGenerator",
+    "UnetSkipBlock",
     "build_discriminator",
     "build_generator",
     "init_weights",

@@ -29,3 +29,20 @@ class NLayerDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)  # (B, 1, H', W') patch logits
+
+
+class PixelDiscriminator(nn.Module):
+    """1x1 PixelGAN: judges every pixel on its own (conv1, LeakyReLU, conv1, norm, LeakyReLU, conv1)."""
+
+    def __init__(self, in_channels: int = 3, *, base_channels: int = 64, norm: str = "instance"):
+        super().__init__()
+        make_norm, bias = norm_factory(norm), conv_bias(norm)
+        c = base_channels
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, c, 1), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(c, 2 * c, 1, bias=bias), make_norm(2 * c), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(2 * c, 1, 1, bias=bias),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, 1, H, W) per-pixel logits

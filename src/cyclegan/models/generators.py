@@ -96,3 +96,62 @@ class ResnetGenerator(nn.Module):
             residual = self.head(torch.cat([h, x], dim=1))  # (B, out_channels, H, W)
             return (x + residual).clamp(-1.0, 1.0)
         return torch.tanh(self.head(h))
+
+
+class UnetSkipBlock(nn.Module):
+    """One level of the U-Net: down, the inner levels, up; its input is concatenated to its output.
+
+    The module layout (``model`` Sequential, the same indices) is the official code's, so that
+    official U-Net weights load key for key.
+    """
+
+    def __init__(self, outer_channels: int, inner_channels: int, *, in_channels: int | None = None,
+                 submodule: nn.Module | None = None, outermost: bool = False, innermost: bool = False,
+                 norm: str = "batch", dropout: bool = False):
+        super().__init__()
+        self.outermost = outermost
+        make_norm, bias = norm_factory(norm), conv_bias(norm)
+        in_channels = outer_channels if in_channels is None else in_channels
+        down_conv = nn.Conv2d(in_channels, inner_channels, 4, stride=2, padding=1, bias=bias)
+        if outermost:
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner_channels * 2, outer_channels, 4, stride=2, padding=1), nn.Tanh()]
+            layers = [down_conv, submodule, *up]
+        elif innermost:
+            up_conv = nn.ConvTranspose2d(inner_channels, outer_channels, 4, stride=2, padding=1, bias=bias)
+            layers = [nn.LeakyReLU(0.2, True), down_conv, nn.ReLU(True), up_conv, make_norm(outer_channels)]
+        else:
+            up_conv = nn.ConvTranspose2d(inner_channels * 2, outer_channels, 4, stride=2, padding=1, bias=bias)
+            layers = [nn.LeakyReLU(0.2, True), down_conv, make_norm(inner_channels), submodule,
+                      nn.ReLU(True), up_conv, make_norm(outer_channels)]
+            if dropout:
+                layers.append(nn.Dropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.outermost:
+            return self.model(x)
+        return torch.cat([x, self.model(x)], 1)  # (B, outer + outer, H, W): the skip connection
+
+
+class UnetGenerator(nn.Module):
+    """The pix2pix U-Net: ``num_downs`` stride-2 levels (8 for 256 px, 7 for 128 px) with skips.
+
+    Spatial sizes must be multiples of 2**num_downs (``size_multiple``).
+    """
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, *, num_downs: int = 8, base_channels: int = 64,
+                 norm: str = "batch", dropout: bool = False, upsample: str = "transpose", global_residual: bool = False):
+        super().__init__()
+        if upsample != "transpose" or global_residual:
+            raise ValueError("the U-Net generators support only --upsample transpose without --global_residual")
+        c = base_channels
+        block = UnetSkipBlock(c * 8, c * 8, innermost=True, norm=norm)
+        for _ in range(num_downs - 5):
+            block = UnetSkipBlock(c * 8, c * 8, submodule=block, norm=norm, dropout=dropout)
+        for outer in (4, 2, 1):
+            block = UnetSkipBlock(c * outer, c * outer * 2, submodule=block, norm=norm)
+        self.model = UnetSkipBlock(out_channels, c, in_channels=in_channels, submodule=block, outermost=True, norm=norm)
+        self.size_multiple = 2**num_downs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)

@@ -1,0 +1,170 @@
+"""The official datasets and pretrained generators, downloaded safely and made ready to use.
+
+A download goes to ``<target>.part`` (resumed with an HTTP Range request when one is there), is
+verified (zip integrity; the state dict loads into the expected generator), and only then renamed
+into place, so a partial or corrupt file never sits where a finished one belongs.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo", "cezanne2photo", "ukiyoe2photo",
+            "vangogh2photo", "maps", "facades", "iphone2dslr_flower", "ae_photos", "mini")
+MODELS = ("apple2orange", "orange2apple", "summer2winter_yosemite", "winter2summer_yosemite", "horse2zebra",
+          "zebra2horse", "monet2photo", "style_monet", "style_cezanne", "style_ukiyoe", "style_vangogh", "sat2map",
+          "map2sat", "cityscapes_photo2label", "cityscapes_label2photo", "facades_photo2label", "facades_label2photo",
+          "iphone2dslr_flower")
+DATASET_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/datasets"
+MODEL_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models"
+DATASET_URL_ENV = "CYCLEGAN_DATASET_URL"  # mirrors: a base URL holding NAME.zip
+MODEL_URL_ENV = "CYCLEGAN_MODEL_URL"  # mirrors: a base URL holding NAME.pth
+# The zoo generators: resnet_9blocks, ngf 64, instance norm, no dropout, RGB.
+PRETRAINED_OPTIONS = {"netG": "resnet_9blocks", "ngf": 64, "norm": "instance", "no_dropout": True,
+                      "input_nc": 3, "output_nc": 3, "lambda_identity": 0.5}
+CHUNK = 1 << 16
+
+
+class DownloadError(RuntimeError):
+    """A download that failed; the message says why and what to do."""
+
+
+def _check_name(name: str, valid: tuple[str, ...], what: str) -> None:
+    if name not in valid:
+        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(valid)}")
+
+
+def base_url(explicit: str | None, env: str, default: str) -> str:
+    return (explicit or os.environ.get(env) or default).rstrip("/")
+
+
+# ---- one file ---------------------------------------------------------------------------------
+
+def fetch(url: str, target: Path, *, show_progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download ``url`` into ``target.part``, resuming what is there; returns the .part path."""
+    from .tracking import progress
+
+    part = target.with_name(target.name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to send: the part is complete
+            return part
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"cannot reach {url} ({reason}). Offline? Download the file elsewhere and place it at "
+                            f"{target}, or point --url at a mirror") from None
+    with response:
+        if have and response.status != 206:  # the server ignored the Range: start again
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        bar = progress(None, total=total or 0, initial=have, description=target.name, enabled=show_progress, unit="B")
+        bar.unit_scale = True
+        try:
+            with part.open("ab" if have else "wb") as out:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as exc:
+            raise DownloadError(f"the download of {url} broke off after {part.stat().st_size} bytes ({exc}); "
+                                f"run the same command again to resume it") from None
+        finally:
+            bar.close()
+    size = part.stat().st_size
+    if total is not None and size < total:
+        raise DownloadError(f"the download of {url} broke off after {size} of {total} bytes; "
+                            f"run the same command again to resume it")
+    return part
+
+
+# ---- datasets ---------------------------------------------------------------------------------
+
+def download_dataset(name: str, *, to: str | Path = "datasets", url: str | None = None, show_progress: bool = True) -> Path:
+    """``to/NAME`` with trainA/, trainB/, testA/, testB/ from the official NAME.zip."""
+    _check_name(name, DATASETS, "dataset")
+    to = Path(to)
+    folder = to / name
+    if folder.is_dir():
+        log.info("%s is there already", folder)
+        return folder
+    archive = to / f"{name}.zip"
+    if not archive.is_file():
+        part = fetch(f"{base_url(url, DATASET_URL_ENV, DATASET_URL)}/{name}.zip", archive, show_progress=show_progress)
+        verify_zip(part, archive)
+        part.replace(archive)
+    extract_dataset(archive, folder)
+    archive.unlink()
+    return folder
+
+
+def verify_zip(path: Path, name: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        path.unlink(missing_ok=True)
+        raise DownloadError(f"{name} is not a valid zip archive ({exc}); removed it: run again to download it anew") from None
+    if bad is not None:
+        path.unlink(missing_ok=True)
+        raise DownloadError(f"{name} is corrupt (member {bad} fails its CRC); removed it: run again") from None
+
+
+def extract_dataset(archive: Path, folder: Path) -> Path:
+    """Unpack into ``folder`` through a temporary folder; refuses members that would land outside it."""
+    staging = folder.with_name(f".{folder.name}.extracting")
+    shutil.rmtree(staging, ignore_errors=True)
+    with zipfile.ZipFile(archive) as zf:
+        for member in zf.namelist():
+            target = (staging / member).resolve()
+            if not target.is_relative_to(staging.resolve()):
+                raise DownloadError(f"{archive} holds {member!r}, which would be written outside {folder}; refused")
+        zf.extractall(staging)
+    entries = [p for p in staging.iterdir() if not p.name.startswith(("__MACOSX", "."))]
+    root = entries[0] if len(entries) == 1 and entries[0].is_dir() else staging  # NAME/trainA/... or trainA/...
+    root.replace(folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+# ---- pretrained generators --------------------------------------------------------------------
+
+def download_model(name: str, *, to: str | Path = "checkpoints", url: str | None = None, show_progress: bool = True) -> Path:
+    """``to/NAME/latest.safetensors`` (ready for translate) from the official NAME.pth; the .pth is
+    kept as ``to/NAME_pretrained/latest_net_G.pth``, where the official scripts put it."""
+    from .official import import_official, load_official_weights, read_state_dict
+    from .checkpoint import CheckpointError
+    from .config import ModelConfig
+    from .models import build_generator
+
+    _check_name(name, MODELS, "model")
+    to = Path(to)
+    run = to / name
+    if (run / "latest.safetensors").is_file():
+        log.info("%s is there already", run)
+        return run
+    weights = to / f"{name}_pretrained" / "latest_net_G.pth"
+    if not weights.is_file():
+        part = fetch(f"{base_url(url, MODEL_URL_ENV, MODEL_URL)}/{name}.pth", weights, show_progress=show_progress)
+        model = ModelConfig(**{k: v for k, v in PRETRAINED_OPTIONS.items() if k != "lambda_identity"})
+        try:
+            load_official_weights(build_generator(model), read_state_dict(part), model=model, network="g_ab", source=part)
+        except CheckpointError as exc:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"the downloaded {name}.pth is not a usable generator ({exc}); removed it") from None
+        part.replace(weights)
+    import_official(weights, {**PRETRAINED_OPTIONS, "name": name, "checkpoints_dir": str(to)})
+    return run
