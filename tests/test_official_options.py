@@ -128,3 +128,26 @@ def test_scale_width_options_are_checked_at_start(tiny_config):
         tiny_config(preprocess="scale_width", batch_size=2)
     with pytest.raises(ValueError, match="wider than load_size"):
         tiny_config(preprocess="scale_width_and_crop", load_size=32, crop_size=40)
+
+
+def test_crop_size_must_suit_the_generator(tiny_config):
+    with pytest.raises(ValueError, match="--crop_size 200 is not a multiple of 256, the size unet_256 needs"):
+        tiny_config(netG="unet_256", load_size=286, crop_size=200)
+    with pytest.raises(ValueError, match="not a multiple of 4"):
+        tiny_config(crop_size=30)
+
+
+def test_unet_translates_any_size_and_tiles():
+    from cyclegan.config import ModelConfig
+    from cyclegan.models import build_generator
+    from cyclegan.translate import Translator
+
+    torch.manual_seed(0)
+    net = build_generator(ModelConfig(netG="unet_128", ngf=2))
+    x = torch.rand(3, 100, 70) * 2 - 1
+    assert Translator(net, device="cpu").translate_tensor(x).shape == (3, 100, 70)
+    big = torch.rand(3, 300, 520) * 2 - 1
+    whole = Translator(net, device="cpu", tile=1024).translate_tensor(big)
+    tiled = Translator(net, device="cpu", tile=256, overlap=64).translate_tensor(big)
+    assert tiled.shape == big.shape
+    assert (tiled - whole).abs()[:, 16:-16, 16:-16].mean() < 2 / 255

@@ -17,6 +17,7 @@ CONFIG_VERSION = 1
 
 GENERATOR_NAMES = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
 DISCRIMINATOR_NAMES = ("basic", "n_layers", "pixel")
+GENERATOR_STRIDES = {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_256": 256, "unet_128": 128}
 NORM_NAMES = ("instance", "batch", "none")
 INIT_NAMES = ("normal", "xavier", "kaiming", "orthogonal")
 UPSAMPLE_NAMES = ("transpose", "resize")
@@ -263,6 +264,10 @@ def validate(config: ExperimentConfig) -> None:
     if d.preprocess == "scale_width_and_crop" and d.crop_size > d.load_size:
         raise ValueError(f"crop_size ({d.crop_size}) is wider than load_size ({d.load_size}), the width "
                          "scale_width gives every image; lower --crop_size or raise --load_size")
+    stride = GENERATOR_STRIDES.get(m.netG, 1)
+    if d.preprocess in ("resize_and_crop", "crop", "scale_width_and_crop") and d.crop_size % stride:
+        raise ValueError(f"--crop_size {d.crop_size} is not a multiple of {stride}, the size {m.netG} needs "
+                         f"(its output would not match its input); use e.g. --crop_size {max(stride, d.crop_size // stride * stride)}")
     if m.global_residual and m.input_nc != m.output_nc:
         raise ValueError("global_residual needs input_nc == output_nc")
     if t.lambda_identity > 0 and m.input_nc != m.output_nc:
