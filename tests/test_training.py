@@ -157,7 +157,7 @@ def test_resume_refuses_to_change_the_architecture(tiny_config):
 
 def test_interrupt_saves_a_resumable_checkpoint(tiny_config, monkeypatch):
     trainer = Trainer(tiny_config())
-    step = trainer.train_step
+    step = trainer.train_step_tensors
 
     def step_then_interrupt(a, b):
         losses = step(a, b)
@@ -165,7 +165,7 @@ def test_interrupt_saves_a_resumable_checkpoint(tiny_config, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)
         return losses
 
-    monkeypatch.setattr(trainer, "train_step", step_then_interrupt)
+    monkeypatch.setattr(trainer, "train_step_tensors", step_then_interrupt)
     run = trainer.fit(show_progress=False)
     assert trainer.total_iters == 2
     assert Checkpoint(run).info["total_iters"] == 2

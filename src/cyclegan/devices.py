@@ -16,3 +16,41 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
     return device
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags Linux reports (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def check_precision(device: torch.device, precision: str, *, allow_emulated: bool = False) -> None:
+    """Refuse a precision that this device would only emulate (slower than fp32), unless allowed."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("--precision fp16 needs a CUDA device (its gradient scaler and fast kernels are CUDA's); "
+                         "use fp32 or bf16 on a CPU")
+    if precision == "bf16" and device.type == "cpu" and not allow_emulated and not {"avx512_bf16", "amx_bf16"} & cpu_flags():
+        raise ValueError("--precision bf16: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 flag), so autocast "
+                         "would emulate it and train slower than fp32 (measured 0.43-0.58x); use --precision fp32, or "
+                         "--allow_emulated_precision to run it anyway")
+
+
+def autocast(device: torch.device, precision: str):
+    """An autocast context for ``precision`` (a no-op context for fp32)."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def memory_format(device: torch.device, choice: str) -> torch.memory_format:
+    if choice == "channels_last" or (choice == "auto" and device.type == "cuda"):
+        return torch.channels_last
+    return torch.contiguous_format

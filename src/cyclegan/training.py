@@ -33,7 +33,7 @@ from torch import nn
 from .checkpoint import LATEST, NETWORK_NAMES, Checkpoint, save_checkpoint
 from .config import ExperimentConfig, build_experiment
 from .data import Preprocess, UnpairedDataset, unpaired_dataset_from_folders
-from .devices import pick_device
+from .devices import autocast, check_precision, memory_format, pick_device
 from .image_pool import ImagePool
 from .losses import GANLoss, cycle_loss, gradient_penalty, identity_loss
 from .models import build_discriminator, build_generator
@@ -48,7 +48,8 @@ LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"
 # Options that may change when a run is resumed: they steer the loop, not what is learnt per step.
 RESUME_OVERRIDABLE = frozenset({
     "n_epochs", "n_epochs_decay", "max_iters", "save_epoch_freq", "save_latest_freq", "print_freq",
-    "display_freq", "num_threads", "device", "dataroot", "tensorboard",
+    "display_freq", "num_threads", "device", "dataroot", "tensorboard", "precision", "allow_emulated_precision",
+    "memory_format", "compile", "fused_adam",
 })
 
 
@@ -180,11 +181,18 @@ class Trainer:
         self.config = config
         t = config.train
         self.device = pick_device(t.device) if device is None else torch.device(device)
+        check_precision(self.device, t.precision, allow_emulated=t.allow_emulated_precision)
+        self.memory_format = memory_format(self.device, t.memory_format)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest kernels once
         seed_everything(t.seed)
-        self.model = build_cyclegan(config).to(self.device)
-        betas = (t.beta1, 0.999)
-        self.opt_g = torch.optim.Adam(itertools.chain(self.model.g_ab.parameters(), self.model.g_ba.parameters()), lr=t.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(itertools.chain(self.model.d_a.parameters(), self.model.d_b.parameters()), lr=t.lr, betas=betas)
+        self.model = build_cyclegan(config).to(self.device, memory_format=self.memory_format)
+        self.opt_g = self._adam(itertools.chain(self.model.g_ab.parameters(), self.model.g_ba.parameters()))
+        self.opt_d = self._adam(itertools.chain(self.model.d_a.parameters(), self.model.d_b.parameters()))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
+        if t.compile:
+            for net in self.model.networks().values():
+                net.compile()  # in place: state_dict keys stay unprefixed
         self.pool_a = ImagePool(t.pool_size, torch.Generator().manual_seed(t.seed + 1))  # fakes of A, for d_a
         self.pool_b = ImagePool(t.pool_size, torch.Generator().manual_seed(t.seed + 2))  # fakes of B, for d_b
         self.epoch = 1  # the epoch being trained, counted from 1
@@ -193,26 +201,39 @@ class Trainer:
         self.last_images: dict[str, torch.Tensor] = {}
         self.tensorboard: TensorBoardLog | None = None
         self.plateau = Plateau()  # the plateau lr policy's state, driven by the epoch's mean cycle loss
-        self.epoch_cycle_loss = [0.0, 0]  # sum of cycle_A + cycle_B over this epoch's iterations, and their count
+        self.epoch_cycle_loss: list = [0.0, 0]  # sum of cycle_A + cycle_B over this epoch (a tensor), and the count
         self.set_learning_rate()
+
+    def _adam(self, params) -> torch.optim.Adam:
+        t = self.config.train
+        return torch.optim.Adam(params, lr=t.lr, betas=(t.beta1, 0.999), fused=t.fused_adam or None)
 
     # ---- one iteration -------------------------------------------------------------------
 
     def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float]:
         """One generator update (discriminators frozen), then one update of both discriminators."""
-        images = self.model.translate_both(real_a.to(self.device), real_b.to(self.device))
+        return {name: float(value) for name, value in self.train_step_tensors(real_a, real_b).items()}
+
+    def train_step_tensors(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``train_step`` without reading the losses back to the host (the loop does that every print_freq)."""
+        real_a = real_a.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        real_b = real_b.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        with autocast(self.device, self.config.train.precision):
+            images = self.model.translate_both(real_a, real_b)
         losses = {**self.generator_step(images), **self.discriminator_step(images)}
+        self.scaler.update()
         self.last_images = {k: v[0].detach() for k, v in images.items()}
-        return {name: float(losses[name].detach()) for name in LOSS_NAMES}
+        return {name: losses[name].detach() for name in LOSS_NAMES}
 
     def generator_step(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Update g_ab and g_ba on all their losses; the discriminators get no gradient."""
         discriminators = [self.model.d_a, self.model.d_b]
         set_requires_grad(discriminators, False)
         self.opt_g.zero_grad(set_to_none=True)
-        losses = self.model.generator_losses(images)
-        sum(losses.values()).backward()
-        self.opt_g.step()
+        with autocast(self.device, self.config.train.precision):
+            losses = self.model.generator_losses(images)
+        self.scaler.scale(sum(losses.values())).backward()
+        self.scaler.step(self.opt_g)
         set_requires_grad(discriminators, True)
         return losses
 
@@ -220,12 +241,13 @@ class Trainer:
         """Update d_b on real B vs pooled fake B, and d_a on real A vs pooled fake A."""
         model = self.model
         self.opt_d.zero_grad(set_to_none=True)
-        losses = {
-            "D_A": model.discriminator_loss(model.d_b, images["real_b"], self.pool_b.query(images["fake_b"])),
-            "D_B": model.discriminator_loss(model.d_a, images["real_a"], self.pool_a.query(images["fake_a"])),
-        }
-        (losses["D_A"] + losses["D_B"]).backward()
-        self.opt_d.step()
+        with autocast(self.device, self.config.train.precision):
+            losses = {
+                "D_A": model.discriminator_loss(model.d_b, images["real_b"], self.pool_b.query(images["fake_b"])),
+                "D_B": model.discriminator_loss(model.d_a, images["real_a"], self.pool_a.query(images["fake_a"])),
+            }
+        self.scaler.scale(losses["D_A"] + losses["D_B"]).backward()
+        self.scaler.step(self.opt_d)
         return losses
 
     # ---- schedule ------------------------------------------------------------------------
@@ -257,7 +279,9 @@ class Trainer:
             "pool_b": self.pool_b.state_dict(),
             "rng": capture_rng(),
             "counters": {"epoch": self.epoch, "epoch_iter": self.epoch_iter, "total_iters": self.total_iters},
-            "schedule": {"plateau": self.plateau.state_dict(), "epoch_cycle_loss": list(self.epoch_cycle_loss)},
+            "schedule": {"plateau": self.plateau.state_dict(),
+                         "epoch_cycle_loss": [float(self.epoch_cycle_loss[0]), self.epoch_cycle_loss[1]]},
+            "scaler": self.scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -274,6 +298,8 @@ class Trainer:
             self.plateau.load_state_dict(state["schedule"]["plateau"])
             total, count = state["schedule"]["epoch_cycle_loss"]
             self.epoch_cycle_loss = [float(total), int(count)]
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
         self.set_learning_rate()
 
     def info(self) -> dict[str, Any]:
@@ -372,13 +398,12 @@ class Trainer:
         bar = progress(loader, total=batches, initial=self.epoch_iter, enabled=show_progress,
                        description=f"epoch {self.epoch}/{self.total_epochs}")
         for batch in bar:
-            losses = self.train_step(batch["A"], batch["B"])
-            self.epoch_cycle_loss = [self.epoch_cycle_loss[0] + losses["cycle_A"] + losses["cycle_B"],
+            losses = self.train_step_tensors(batch["A"], batch["B"])
+            self.epoch_cycle_loss = [self.epoch_cycle_loss[0] + (losses["cycle_A"] + losses["cycle_B"]).float(),
                                      self.epoch_cycle_loss[1] + 1]
             self.epoch_iter += 1
             self.total_iters += 1
-            bar.set_postfix(format_losses(losses), refresh=False)
-            self._after_iteration(losses, metrics)
+            self._after_iteration(losses, metrics, bar)
             if self._must_stop(interrupt):
                 bar.close()
                 return False
@@ -396,14 +421,16 @@ class Trainer:
         """Advance the counters (and the plateau policy, with the epoch's mean cycle loss)."""
         total, count = self.epoch_cycle_loss
         if count:
-            self.plateau.end_epoch(total / count)
+            self.plateau.end_epoch(float(total) / count)
         self.epoch += 1
         self.epoch_iter = 0
         self.epoch_cycle_loss = [0.0, 0]
 
-    def _after_iteration(self, losses: dict[str, float], metrics: MetricsLog) -> None:
+    def _after_iteration(self, loss_tensors: dict[str, torch.Tensor], metrics: MetricsLog, bar) -> None:
         t = self.config.train
-        if self.total_iters % t.print_freq == 0:
+        if self.total_iters % t.print_freq == 0:  # the only place losses are read back from the device
+            losses = {name: value for name, value in zip(loss_tensors, torch.stack(list(loss_tensors.values())).tolist())}
+            bar.set_postfix(format_losses(losses), refresh=False)
             metrics.append({"iter": self.total_iters, "epoch": self.epoch, "epoch_iter": self.epoch_iter,
                             "lr": self.learning_rate(), "time": time.time(), **losses})
             if self.tensorboard is not None:
