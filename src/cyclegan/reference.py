@@ -60,7 +60,7 @@ def reference_step(model: CycleGAN, opt_g: torch.optim.Optimizer, opt_d: torch.o
     opt_d.step()
     losses = {"D_A": loss_d_a, "G_A": loss_g_a, "cycle_A": loss_cycle_a, "idt_A": loss_idt_a,
               "D_B": loss_d_b, "G_B": loss_g_b, "cycle_B": loss_cycle_b, "idt_B": loss_idt_b}
-    return {name: float(value) for name, value in losses.items()}
+    return {name: float(value.detach()) for name, value in losses.items()}
 
 
 def _backward_d(model: CycleGAN, d, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
