@@ -136,7 +136,9 @@ OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
 def add_inference_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_OR_FILE",
                    help="a run folder (its latest.safetensors) or a .safetensors checkpoint file")
-    p.add_argument("--batch_size", type=int, default=4, help="images of one size translated together (default: 4)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="images of one size translated together (default: 4 on CUDA; 1 on a CPU, where batches of 4 "
+                        "measured 0.88x the images/s)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE,
                    help=f"images with more pixels than TILE x TILE are translated in overlapping tiles of that size, "
                         f"which bounds memory (default: {DEFAULT_TILE})")

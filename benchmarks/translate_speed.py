@@ -1,0 +1,85 @@
+"""Images per second of ``translate`` against a one-at-a-time eager loop, on the same files.
+
+The loop is what people write around the official generator: open, convert, translate under
+``no_grad``, save, one image after another. ``translate`` batches images of one size, decodes the
+next batch and encodes outputs in threads, and runs under ``inference_mode``. Both write PNGs.
+
+    python benchmarks/translate_speed.py               # 16 images of 256x256, 2 of 1024x768
+    python benchmarks/translate_speed.py --ngf 16      # a smaller generator, for a quick look
+
+4000x3000 images (tiled, bounded memory) are measured by benchmarks/translate_memory.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from cyclegan.config import ModelConfig  # noqa: E402
+from cyclegan.data import to_image, to_tensor  # noqa: E402
+from cyclegan.models import build_generator  # noqa: E402
+from cyclegan.translate import Translator, plan_outputs  # noqa: E402
+
+
+def make_images(folder: Path, count: int, size: tuple[int, int]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def eager_loop(net, sources: list[Path], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        for path in sources:
+            x = to_tensor(Image.open(path).convert("RGB")).unsqueeze(0)
+            to_image(net(x)[0]).save(out / path.name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ngf", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=None, help="default: the translator's (1 on a CPU)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    net = build_generator(ModelConfig(netG="resnet_9blocks", ngf=args.ngf)).eval()
+    translator = Translator(net, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        for count, size in ((16, (256, 256)), (2, (1024, 768))):
+            folder = make_images(Path(tmp) / f"in_{size[0]}x{size[1]}", count, size)
+            sources = sorted(folder.glob("*.png"))
+            jobs = plan_outputs([folder], Path(tmp) / "out_translate")
+            eager_loop(net, sources[:1], Path(tmp) / "warm")  # warm-up
+            times = {"eager loop": [], "translate": []}
+            for r in range(args.rounds):
+                for name in (("eager loop", "translate") if r % 2 == 0 else ("translate", "eager loop")):
+                    started = time.perf_counter()
+                    if name == "translate":
+                        translator.translate_files(jobs, batch_size=args.batch_size)
+                    else:
+                        eager_loop(net, sources, Path(tmp) / "out_eager")
+                    times[name].append(time.perf_counter() - started)
+            ratios = [e / t for e, t in zip(times["eager loop"], times["translate"])]
+            print(f"{count} images of {size[0]}x{size[1]}, resnet_9blocks ngf {args.ngf}, "
+                  f"batch {args.batch_size or translator.default_batch_size}:")
+            for name, t in times.items():
+                print(f"  {name:10s} {count / statistics.median(t):6.2f} images/s")
+            print(f"  translate / eager loop: {statistics.median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f})")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
