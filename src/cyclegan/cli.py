@@ -172,6 +172,9 @@ def add_translate_parser(subparsers) -> None:
     p.add_argument("--load_size", type=int, default=None, metavar="N",
                    help="the official test behaviour: squash every image to N x N before translating")
     p.add_argument("--skip_existing", action="store_true", help="leave outputs that already exist (to finish an interrupted run)")
+    p.add_argument("--on_bad_image", choices=("fail", "skip"), default="fail",
+                   help="an input that cannot be read: fail = stop with its name and problem; skip = leave it out, "
+                        "say so, and list them all at the end (default: fail)")
     add_inference_flags(p)
     p.set_defaults(handler=run_translate)
 
@@ -186,8 +189,12 @@ def run_translate(args: argparse.Namespace) -> int:
     if args.skip_existing:
         jobs = [(source, target) for source, target in jobs if not target.exists()]
     translator = Translator.from_checkpoint(args.checkpoint, args.direction, resize=resize, **translator_options(args))
+    translator.on_bad_image = args.on_bad_image
     written = translator.translate_files(jobs, batch_size=args.batch_size, show_progress=not args.quiet)
     log.info("translated %d images (%s) into %s", len(written), args.direction, args.output)
+    if translator.skipped:
+        log.warning("skipped %d unreadable images:\n%s", len(translator.skipped),
+                    "\n".join(f"  {path}: {problem}" for path, problem in translator.skipped))
     return 0
 
 

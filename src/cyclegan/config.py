@@ -91,6 +91,10 @@ class DataConfig:
     serial_batches: bool = option(False, "take A in order and B in order instead of shuffled / at random")
     max_dataset_size: int = option(0, "use at most this many images per domain (0 = all)")
     num_threads: int = option(4, "data loading worker processes (0 = load in the main process)")
+    on_bad_image: str = option(
+        "skip", "images that do not decode (truncated, empty, not an image, a decompression bomb) or are smaller "
+        "than crop_size with --preprocess crop: skip = leave them out, list them in RUN/bad_images.txt and say how "
+        "many; fail = stop before training, naming the first", choices=("skip", "fail"))
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,9 @@ class TrainConfig:
     seed: int = option(0, "seed of every random number generator")
     device: str = option("auto", "where to train: auto = cuda when available, else cpu; replaces the official --gpu_ids",
                          choices=DEVICES)
+    on_nonfinite: str = option(
+        "stop", "when a loss becomes NaN or infinite: stop = stop at once, leaving RUN/latest.safetensors as the last "
+        "good checkpoint; skip = skip that update and go on", choices=("stop", "skip"))
     precision: str = option(
         "fp32", "fp32; bf16 or fp16 autocast (fp16 with a gradient scaler, CUDA only). bf16 is refused on a CPU "
         "without native bf16 (no avx512_bf16 / amx_bf16), where it is emulated and slower, unless "

@@ -7,6 +7,7 @@ Randomness is a pure function of (seed, epoch, index): each sample seeds its own
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -41,6 +42,46 @@ def load_image(path: str | Path, *, channels: int = 3) -> Image.Image:
             return image.convert("RGB" if channels == 3 else "L")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+
+
+BAD_IMAGE_POLICIES = ("skip", "fail")
+
+
+def image_problem(path: str | Path, *, min_side: int = 0) -> str | None:
+    """None when ``path`` decodes fully as an image with sides of at least ``min_side``; else why not.
+
+    Catches zero-byte and non-image files, truncated data, decompression bombs (a huge declared
+    size) and images too small to crop.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()  # decodes everything: truncated files fail here
+                width, height = ImageOps.exif_transpose(image).size
+    except Image.DecompressionBombWarning as exc:
+        return f"declared size too large (a decompression bomb?): {exc}"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return str(exc) or type(exc).__name__
+    if min(width, height) < min_side:
+        return f"{width}x{height} is smaller than crop_size {min_side}"
+    return None
+
+
+def scan_images(paths: Sequence[Path], *, min_side: int = 0, on_bad: str = "skip") -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(readable paths, [(bad path, problem)]); with ``on_bad="fail"`` the first bad one raises."""
+    if on_bad not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"unknown --on_bad_image {on_bad!r}; valid: {', '.join(BAD_IMAGE_POLICIES)}")
+    good, bad = [], []
+    for path in paths:
+        problem = image_problem(path, min_side=min_side)
+        if problem is None:
+            good.append(path)
+        elif on_bad == "fail":
+            raise ImageReadError(f"bad image {path}: {problem} (--on_bad_image skip leaves such files out)")
+        else:
+            bad.append((path, problem))
+    return good, bad
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -190,11 +231,18 @@ def unpaired_dataset_from_folders(
     serial: bool = False,
     max_dataset_size: int = 0,
     seed: int = 0,
+    on_bad_image: str = "skip",
+    bad_images: list[tuple[Path, str]] | None = None,
 ) -> UnpairedDataset:
-    """The dataset of ``dataroot/<phase>A`` and ``<phase>B``, with errors that say what to fix."""
+    """The dataset of ``dataroot/<phase>A`` and ``<phase>B``, with errors that say what to fix.
+
+    Every image is checked up front; bad ones are left out (and appended to ``bad_images``) or,
+    with ``on_bad_image="fail"``, stop everything with the file's name and problem.
+    """
     root = Path(dataroot)
     if not str(dataroot) or not root.is_dir():
         raise FileNotFoundError(f"dataroot {root} does not exist; pass --dataroot with {phase}A/ and {phase}B/ inside")
+    min_side = preprocess.crop_size if preprocess.mode == "crop" else 0
     domains = []
     for folder in domain_folders(root, phase, direction):
         if not folder.is_dir():
@@ -202,6 +250,11 @@ def unpaired_dataset_from_folders(
         paths = find_images(folder, max_count=max_dataset_size)
         if not paths:
             raise FileNotFoundError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        paths, bad = scan_images(paths, min_side=min_side, on_bad=on_bad_image)
+        if not paths:
+            raise FileNotFoundError(f"{folder} holds no usable image: all {len(bad)} failed, e.g. {bad[0][0]}: {bad[0][1]}")
+        if bad_images is not None:
+            bad_images.extend(bad)
         domains.append(paths)
     return UnpairedDataset(
         domains[0], domains[1], preprocess=preprocess, channels_a=channels_a, channels_b=channels_b,

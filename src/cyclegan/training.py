@@ -49,8 +49,12 @@ LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"
 RESUME_OVERRIDABLE = frozenset({
     "n_epochs", "n_epochs_decay", "max_iters", "save_epoch_freq", "save_latest_freq", "print_freq",
     "display_freq", "num_threads", "device", "dataroot", "tensorboard", "precision", "allow_emulated_precision",
-    "memory_format", "compile", "fused_adam",
+    "memory_format", "compile", "fused_adam", "on_bad_image", "on_nonfinite",
 })
+
+
+class NonFiniteLossError(ValueError):
+    """A loss became NaN or infinite; the message says where and what to do."""
 
 
 # lr multiplier while training epoch ``epoch`` (from 1) of a run of ``total`` epochs; plateau is stateful.
@@ -232,10 +236,25 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         with autocast(self.device, self.config.train.precision):
             losses = self.model.generator_losses(images)
-        self.scaler.scale(sum(losses.values())).backward()
-        self.scaler.step(self.opt_g)
+        total = sum(losses.values())
+        self.scaler.scale(total).backward()
+        if self._finite(total, losses, "generator"):
+            self.scaler.step(self.opt_g)
         set_requires_grad(discriminators, True)
         return losses
+
+    def _finite(self, total: torch.Tensor, losses: dict[str, torch.Tensor], which: str) -> bool:
+        """Whether the update may be applied; stops the run on a non-finite loss unless told to skip."""
+        if bool(torch.isfinite(total)):
+            return True
+        values = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items())
+        if self.config.train.on_nonfinite == "skip":
+            log.warning("iteration %d: non-finite %s loss (%s); update skipped", self.total_iters + 1, which, values)
+            return False
+        raise NonFiniteLossError(
+            f"the {which} loss became non-finite at iteration {self.total_iters + 1} ({values}); stopped without "
+            f"saving, so {self.run_dir / LATEST} is still the last good checkpoint. Lower --lr, check the data, "
+            f"or pass --on_nonfinite skip")
 
     def discriminator_step(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Update d_b on real B vs pooled fake B, and d_a on real A vs pooled fake A."""
@@ -246,8 +265,10 @@ class Trainer:
                 "D_A": model.discriminator_loss(model.d_b, images["real_b"], self.pool_b.query(images["fake_b"])),
                 "D_B": model.discriminator_loss(model.d_a, images["real_a"], self.pool_a.query(images["fake_a"])),
             }
-        self.scaler.scale(losses["D_A"] + losses["D_B"]).backward()
-        self.scaler.step(self.opt_d)
+        total = losses["D_A"] + losses["D_B"]
+        self.scaler.scale(total).backward()
+        if self._finite(total, losses, "discriminator"):
+            self.scaler.step(self.opt_d)
         return losses
 
     # ---- schedule ------------------------------------------------------------------------
@@ -339,13 +360,25 @@ class Trainer:
         return self.config.run_dir
 
     def make_dataset(self) -> UnpairedDataset:
+        """The training images, checked up front; bad ones are listed in RUN/bad_images.txt."""
         d, m = self.config.data, self.config.model
-        return unpaired_dataset_from_folders(
+        bad: list[tuple[Path, str]] = []
+        dataset = unpaired_dataset_from_folders(
             d.dataroot, phase="train", direction=d.direction,
             preprocess=Preprocess(d.preprocess, d.load_size, d.crop_size, flip=not d.no_flip),
             channels_a=m.input_nc, channels_b=m.output_nc, serial=d.serial_batches,
             max_dataset_size=d.max_dataset_size, seed=self.config.train.seed,
+            on_bad_image=d.on_bad_image, bad_images=bad,
         )
+        listing = self.run_dir / "bad_images.txt"
+        if bad:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(listing, "".join(f"{path}\t{problem}\n" for path, problem in bad))
+            log.warning("skipped %d of %d training images that cannot be used; they are listed in %s",
+                        len(bad), len(bad) + len(dataset.paths_a) + len(dataset.paths_b), listing)
+        elif listing.exists():
+            listing.unlink()
+        return dataset
 
     def _loader(self, dataset: UnpairedDataset) -> torch.utils.data.DataLoader:
         batch = self.config.train.batch_size

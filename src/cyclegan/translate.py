@@ -388,6 +388,8 @@ class Translator:
         self.stats = stats
         self.resize = resize
         self.show_progress = False  # a bar over the tiles of large images; translate_files turns it on
+        self.on_bad_image = "fail"  # or "skip": unreadable inputs are reported in ``skipped`` and left out
+        self.skipped: list[tuple[Path, str]] = []
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, direction: str = "AtoB", *, device: str | torch.device | None = None,
@@ -453,19 +455,36 @@ class Translator:
             for following in [*groups[1:], None]:
                 current = pending.result()
                 pending = pool.submit(self._load_group, following) if following else None
-                yield current
+                if current:
+                    yield current
 
     def _load_group(self, group: Sequence[Path]):
-        return [(path, *self.load(path)) for path in group]
+        loaded = []
+        for path in group:
+            try:
+                loaded.append((path, *self.load(path)))
+            except ValueError as exc:  # ImageReadError, or too small: found only when decoding
+                self._bad(path, exc)
+        return loaded
+
+    def _bad(self, path: Path, problem: Exception) -> None:
+        if self.on_bad_image == "fail":
+            raise problem if isinstance(problem, ValueError) else ValueError(str(problem))
+        log.warning("skipping %s: %s", path, problem)
+        self.skipped.append((path, str(problem)))
 
     def plan_batches(self, paths: Sequence[Path], *, batch_size: int) -> list[list[Path]]:
         """Group paths by image size (read from headers) into batches; tiled images go alone."""
         by_size: dict[tuple[int, int], list[Path]] = {}
         for path in paths:
-            width, height = peek_size(path)
-            if self.resize:
-                width, height = self.resize.target(width, height)
-            check_size(height, width, f"image {path}")
+            try:
+                width, height = peek_size(path)
+                if self.resize:
+                    width, height = self.resize.target(width, height)
+                check_size(height, width, f"image {path}")
+            except ValueError as exc:
+                self._bad(path, exc)
+                continue
             by_size.setdefault((width, height), []).append(path)
         groups = []
         for (width, height), group in by_size.items():
