@@ -98,6 +98,9 @@ def save_checkpoint(
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, read-only folder, quota
+        kept = f"{path} still holds the previous checkpoint" if path.exists() else f"nothing was written to {path}"
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}; {kept}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -395,6 +395,8 @@ class Trainer:
         """Train until the last epoch (or ``max_iters``); returns the run folder."""
         dataset = dataset if dataset is not None else self.make_dataset()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.run_dir.glob(".*.tmp-*"):  # the half-written file of a killed save
+            stale.unlink(missing_ok=True)
         atomic_write_text(self.run_dir / "config.json", self.config.to_json() + "\n")
         metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         metrics.truncate_after(self.total_iters)
