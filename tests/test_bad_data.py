@@ -167,3 +167,35 @@ def test_a_nan_loss_can_be_skipped(tiny_config, caplog):
     assert all(torch.equal(after_first[k], v) for k, v in trainer.model.g_ab.state_dict().items())
     assert "non-finite generator loss" in caplog.text and "update skipped" in caplog.text
 
+
+
+def test_a_domain_with_a_single_image_is_an_error_before_training(tiny_config, dataroot):
+    for extra in list((dataroot / "trainB").iterdir())[1:]:
+        extra.unlink()
+    with pytest.raises(ValueError, match=r"trainB holds a single usable image \(img_000.png\)"):
+        Trainer(tiny_config()).make_dataset()
+
+
+def test_symlink_loops_and_dangling_links_are_not_images(tmp_path):
+    from cyclegan.data import find_images
+
+    write_images(tmp_path / "a", 2)
+    (tmp_path / "a" / "up").symlink_to("..")  # a loop
+    (tmp_path / "a" / "dangling.png").symlink_to("missing.png")
+    (tmp_path / "a" / "self.png").symlink_to("self.png")
+    assert [p.name for p in find_images(tmp_path / "a")] == ["img_000.png", "img_001.png"]
+
+
+def test_output_paths_never_escape_the_output_folder(tmp_path):
+    from cyclegan.translate import plan_outputs
+
+    odd = tmp_path / "in" / "sub"
+    odd.mkdir(parents=True)
+    for name in ("we ird #1 é.png", "..hidden.png", "new\nline.png"):
+        (odd / name).write_bytes(png_bytes((8, 8)))
+    out = tmp_path / "out"
+    pairs = plan_outputs([tmp_path / "in"], out)
+    assert all(target.resolve().is_relative_to(out.resolve()) for _, target in pairs) and len(pairs) == 3
+    pattern = str(tmp_path / "in" / "*" / ".." / ".." / "in" / "sub" / "*.png")  # matches, but leads out
+    with pytest.raises(ValueError, match="outside --output"):
+        plan_outputs([pattern], out)

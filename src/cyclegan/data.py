@@ -253,6 +253,9 @@ def unpaired_dataset_from_folders(
         paths, bad = scan_images(paths, min_side=min_side, on_bad=on_bad_image)
         if not paths:
             raise FileNotFoundError(f"{folder} holds no usable image: all {len(bad)} failed, e.g. {bad[0][0]}: {bad[0][1]}")
+        if len(paths) < 2 and phase == "train":
+            raise ValueError(f"{folder} holds a single usable image ({paths[0].name}); a domain needs at least 2 "
+                             f"(in practice hundreds) for the discriminators to learn it")
         if bad_images is not None:
             bad_images.extend(bad)
         domains.append(paths)

@@ -584,7 +584,11 @@ def plan_outputs(inputs: Iterable[str | Path], output: str | Path, *, format: st
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) among the inputs")
     sources = {source.resolve() for source, _ in pairs}
     claimed: dict[Path, Path] = {}
+    root = output.resolve()
     for source, target in pairs:
+        if not target.resolve().is_relative_to(root):  # a glob like 'a/*/../../x.png'
+            raise ValueError(f"the output for {source} would be {target}, outside --output {output}; "
+                             f"translate it with a plainer input path")
         if target.resolve() in sources:
             raise ValueError(f"writing {target} would overwrite an input image; choose another --output or --format")
         if target in claimed:
