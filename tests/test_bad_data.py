@@ -199,3 +199,64 @@ def test_output_paths_never_escape_the_output_folder(tmp_path):
     pattern = str(tmp_path / "in" / "*" / ".." / ".." / "in" / "sub" / "*.png")  # matches, but leads out
     with pytest.raises(ValueError, match="outside --output"):
         plan_outputs([pattern], out)
+
+
+@pytest.fixture
+def rgb_run(tmp_path_factory):
+    from cyclegan.config import build_experiment
+
+    root = tmp_path_factory.mktemp("rgb")
+    config = build_experiment({"netG": "resnet_6blocks", "ngf": 4, "ndf": 4, "checkpoints_dir": str(root), "name": "r"})
+    Trainer(config, device="cpu").save(config.run_dir / LATEST)
+    return config.run_dir
+
+
+def gradient16(width=48, height=40) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return (x * 1300 + y * 37).astype(np.uint16)  # uses the high byte and the low byte
+
+
+@pytest.mark.parametrize("suffix", ["png", "tif"])
+def test_16_bit_grayscale_in_gives_16_bit_grayscale_out(tmp_path, rgb_run, suffix):
+    from cyclegan.translate import Translator
+
+    source = tmp_path / f"scan.{suffix}"
+    Image.fromarray(gradient16()).save(source)
+    translator = Translator.from_checkpoint(rgb_run, device="cpu")
+    written = translator.translate_files([(source, tmp_path / "out" / f"scan.{suffix}")])
+    out = Image.open(written[0])
+    assert out.mode == "I;16" and out.size == (48, 40)
+    values = np.asarray(out)
+    assert len(np.unique(values % 256)) > 16  # real 16-bit values, not 8-bit ones scaled up
+
+
+def test_16_bit_values_are_read_from_their_real_range(tmp_path):
+    from cyclegan.data import load_image, match_channels, to_tensor
+
+    Image.fromarray(gradient16()).save(tmp_path / "g.png")
+    tensor = match_channels(to_tensor(load_image(tmp_path / "g.png")), 3)
+    expected = gradient16().astype(np.float64) / 65535 * 2 - 1
+    assert tensor.shape == (3, 40, 48)
+    assert np.allclose(tensor[0].numpy(), expected, atol=1e-6) and torch.equal(tensor[0], tensor[2])
+    floats = np.linspace(-3, 5, 40 * 48, dtype=np.float32).reshape(40, 48)
+    Image.fromarray(floats, mode="F").save(tmp_path / "f.tif")
+    stretched = to_tensor(load_image(tmp_path / "f.tif"))
+    assert float(stretched.min()) == pytest.approx(-1) and float(stretched.max()) == pytest.approx(1)
+
+
+def test_grayscale_photos_come_out_gray_from_an_rgb_model(tmp_path, rgb_run):
+    from cyclegan.translate import Translator
+
+    out = Translator.from_checkpoint(rgb_run, device="cpu")(Image.new("L", (32, 24), 128))
+    assert out.mode == "L" and out.size == (32, 24)
+
+
+def test_16_bit_images_train(tmp_path, tiny_config):
+    root = tmp_path / "deep"
+    for domain in ("trainA", "trainB"):
+        (root / domain).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(gradient16() + i * 100).save(root / domain / f"{i}.png")
+    trainer = Trainer(tiny_config(dataroot=str(root), max_iters=2))
+    trainer.fit(show_progress=False)
+    assert trainer.total_iters == 2

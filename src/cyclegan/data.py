@@ -34,14 +34,54 @@ def find_images(folder: str | Path, *, max_count: int = 0) -> list[Path]:
     return paths[:max_count] if max_count > 0 else paths
 
 
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+LUMA = (0.299, 0.587, 0.114)
+
+
 def load_image(path: str | Path, *, channels: int = 3) -> Image.Image:
-    """Decode ``path`` with its EXIF orientation applied, as RGB (3 channels) or grayscale (1)."""
+    """Decode ``path`` with its EXIF orientation applied, as RGB (3 channels) or grayscale (1).
+
+    16-bit, 32-bit and float grayscale images come back as mode F on the 0-255 scale (see
+    ``to_float_image``), so that no precision is lost; ``match_channels`` gives them 3 channels.
+    """
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
+            if image.mode in HIGH_DEPTH_MODES:
+                return to_float_image(image)
             return image.convert("RGB" if channels == 3 else "L")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+
+
+def to_float_image(image: Image.Image) -> Image.Image:
+    """A high-bit-depth grayscale image as mode F with values in [0, 255].
+
+    The range: 16-bit images span 0-65535; 32-bit integer images too when their values fit, else
+    their own minimum to maximum; float images are taken as [0, 1] when their values lie there,
+    else also stretched from their minimum to their maximum.
+    """
+    array = np.asarray(image, dtype=np.float64)
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
+        array = array / 65535.0
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        pass
+    else:
+        array = (array - low) / max(high - low, 1e-12)
+    return Image.fromarray((array * 255.0).astype(np.float32), mode="F")
+
+
+def match_channels(tensor: torch.Tensor, channels: int) -> torch.Tensor:
+    """(C, H, W) with C = 1 or 3 -> ``channels``: gray repeated into RGB, RGB to luma."""
+    if tensor.shape[-3] == channels:
+        return tensor
+    if tensor.shape[-3] == 1 and channels == 3:
+        return tensor.expand(*tensor.shape[:-3], 3, *tensor.shape[-2:]).clone()
+    if tensor.shape[-3] == 3 and channels == 1:
+        weights = torch.tensor(LUMA, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
+        return (tensor * weights).sum(-3, keepdim=True)
+    raise ValueError(f"cannot turn {tensor.shape[-3]} channels into {channels}")
 
 
 BAD_IMAGE_POLICIES = ("skip", "fail")
@@ -207,7 +247,7 @@ class UnpairedDataset(torch.utils.data.Dataset):
         for attempt in range(len(paths)):
             path = paths[(index + attempt) % len(paths)]
             try:
-                return self.preprocess(load_image(path, channels=channels), generator), path
+                return match_channels(self.preprocess(load_image(path, channels=channels), generator), channels), path
             except ImageReadError as exc:
                 log.warning("skipping %s: %s", path, exc)
         raise ImageReadError(f"no readable image among {len(paths)} files, e.g. {paths[0]}")

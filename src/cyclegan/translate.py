@@ -20,13 +20,16 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
 from .checkpoint import GENERATOR_FOR_DIRECTION, Checkpoint, load_generator
-from .data import IMAGE_EXTENSIONS, ImageReadError, find_images, to_image, to_tensor
+from .data import (
+    HIGH_DEPTH_MODES, IMAGE_EXTENSIONS, ImageReadError, find_images, match_channels, to_float_image, to_image, to_tensor,
+)
 from .devices import pick_device
 
 log = logging.getLogger(__name__)
@@ -290,17 +293,42 @@ def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     return image, None
 
 
-def prepare_image(image: Image.Image, channels: int) -> tuple[torch.Tensor, Image.Image | None]:
-    """A (C, H, W) tensor in [-1, 1] with the network's channel count, and the alpha channel."""
+@dataclass(frozen=True)
+class Restore:
+    """What a translated tensor needs to become an image like its input: alpha, bit depth, channels."""
+
+    alpha: Image.Image | None = None
+    depth: str = "8"  # "8", "16" (integer) or "float"
+    channels: int | None = None  # the input's colour channels, when they differ from the network's
+
+
+def prepare_image(image: Image.Image, channels: int) -> tuple[torch.Tensor, Restore]:
+    """A (C, H, W) tensor in [-1, 1] with the network's channel count, and how to restore the input's kind."""
     image, alpha = split_alpha(ImageOps.exif_transpose(image))
-    return to_tensor(image.convert("RGB" if channels == 3 else "L")), alpha
+    if image.mode in HIGH_DEPTH_MODES:
+        depth = "float" if image.mode == "F" else "16"
+        tensor = match_channels(to_tensor(to_float_image(image)), channels)
+        return tensor, Restore(alpha, depth, 1 if channels != 1 else None)
+    source_channels = 1 if image.mode in ("L", "1") else 3
+    tensor = to_tensor(image.convert("RGB" if channels == 3 else "L"))
+    return tensor, Restore(alpha, "8", source_channels if source_channels != channels and alpha is None else None)
 
 
-def finish_image(tensor: torch.Tensor, alpha: Image.Image | None) -> Image.Image:
+def finish_image(tensor: torch.Tensor, restore: Restore | Image.Image | None = None) -> Image.Image:
+    """The translated (C, H, W) tensor as an image of the input's kind (alpha, bit depth, channels)."""
+    if not isinstance(restore, Restore):
+        restore = Restore(alpha=restore)
+    if restore.channels:
+        tensor = match_channels(tensor, restore.channels)
+    if restore.depth != "8" and tensor.shape[-3] == 1:  # Pillow has no 16-bit or float colour images
+        values = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) / 2)[0].numpy()  # (H, W) in [0, 1]
+        if restore.depth == "16":
+            return Image.fromarray((values * 65535 + 0.5).astype(np.uint16))
+        return Image.fromarray(values.astype(np.float32), mode="F")
     image = to_image(tensor)
-    if alpha is not None:
+    if restore.alpha is not None:
         image = image.convert("RGBA" if image.mode == "RGB" else "LA")
-        image.putalpha(alpha)
+        image.putalpha(restore.alpha)
     return image
 
 
@@ -433,19 +461,19 @@ class Translator:
         """Translate a PIL image at its own size; an alpha channel is carried over unchanged."""
         if self.resize:
             image = self.resize.apply(ImageOps.exif_transpose(image))
-        tensor, alpha = prepare_image(image, self.in_channels)
+        tensor, restore = prepare_image(image, self.in_channels)
         check_size(tensor.shape[-2], tensor.shape[-1])
-        return finish_image(self.translate_tensor(tensor), alpha)
+        return finish_image(self.translate_tensor(tensor), restore)
 
-    def load(self, path: Path) -> tuple[torch.Tensor, Image.Image | None]:
+    def load(self, path: Path) -> tuple[torch.Tensor, Restore]:
         image = ImageOps.exif_transpose(read_image(path))
         if self.resize:
             image = self.resize.apply(image)
-        tensor, alpha = prepare_image(image, self.in_channels)
+        tensor, restore = prepare_image(image, self.in_channels)
         check_size(tensor.shape[-2], tensor.shape[-1], f"image {path}")
-        return tensor, alpha
+        return tensor, restore
 
-    def batches(self, paths: Sequence[Path], *, batch_size: int) -> Iterator[list[tuple[Path, torch.Tensor, Image.Image | None]]]:
+    def batches(self, paths: Sequence[Path], *, batch_size: int) -> Iterator[list[tuple[Path, torch.Tensor, Restore]]]:
         """Loaded images in batches of one size (decoding runs one batch ahead, in a thread)."""
         groups = self.plan_batches(paths, batch_size=batch_size)
         if not groups:
@@ -511,9 +539,9 @@ class Translator:
             bar = progress(None, total=len(jobs), initial=0, description="translate", enabled=show_progress, unit="img")
             for batch in self.batches([source for source, _ in jobs], batch_size=batch_size):
                 out = self.translate_tensor(torch.stack([tensor for _, tensor, _ in batch]))
-                for (source, _, alpha), result in zip(batch, out):
+                for (source, _, restore), result in zip(batch, out):
                     target = destination[source]
-                    saves.append(saver.submit(save_image, finish_image(result, alpha), target))
+                    saves.append(saver.submit(save_image, finish_image(result, restore), target))
                     written.append(target)
                 bar.update(len(batch))
             bar.close()
@@ -529,10 +557,15 @@ class Translator:
 
 
 def save_image(image: Image.Image, path: Path) -> Path:
-    """Save in the format the suffix names, dropping alpha where the format has none."""
+    """Save in the format the suffix names, dropping alpha or bit depth where the format lacks them."""
     kind = OUTPUT_FORMATS.get(path.suffix.lower().lstrip("."), "PNG")
     if kind in FORMATS_WITHOUT_ALPHA and image.mode in ("RGBA", "LA"):
         image = image.convert(image.mode[:-1])
+    if image.mode == "F" and kind != "TIFF":  # only TIFF stores floats; PNG keeps 16 bits of them
+        array = np.asarray(image)
+        image = Image.fromarray((array.clip(0, 1) * 65535 + 0.5).astype(np.uint16))
+    if image.mode.startswith("I;16") and kind not in ("PNG", "TIFF"):
+        image = Image.fromarray((np.asarray(image) // 257).astype(np.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format=kind)
     return path
