@@ -34,7 +34,16 @@ def pause():
     marker.write_text("here")
     time.sleep(60)
 
-if point == "iteration":
+if point == "sigterm":  # a scheduler's preemption, sent by the process to itself mid-run
+    import os, signal
+    step = training.Trainer.train_step_tensors
+    def hooked(self, a, b):
+        losses = step(self, a, b)
+        if self.total_iters + 1 == at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return losses
+    training.Trainer.train_step_tensors = hooked
+elif point == "iteration":
     step = training.Trainer.train_step_tensors
     def hooked(self, a, b):
         losses = step(self, a, b)
@@ -132,3 +141,16 @@ def test_killed_before_any_checkpoint_resume_says_so(tmp_path, dataroot):
     result = resume(runs)
     assert result.returncode == 2
     assert "has no latest.safetensors" in result.stderr
+
+
+def test_sigterm_saves_says_how_to_resume_and_resume_matches(tmp_path, dataroot, uninterrupted):
+    runs = tmp_path / "runs"
+    marker = tmp_path / "unused"
+    child = subprocess.run([sys.executable, "-c", DRIVER, str(marker), "sigterm", "5", *train_args(dataroot, runs)],
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert f"Resume with: cyclegan train --resume {runs / 'run'}" in child.stderr
+    assert Checkpoint(runs / "run").info["total_iters"] == 5  # saved on the way out, nothing lost
+    assert resume(runs).returncode == 0
+    weights = Checkpoint(runs / "run").tensors()
+    assert all(torch.equal(weights[k], uninterrupted[k]) for k in weights)
