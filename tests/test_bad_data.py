@@ -260,3 +260,17 @@ def test_16_bit_images_train(tmp_path, tiny_config):
     trainer = Trainer(tiny_config(dataroot=str(root), max_iters=2))
     trainer.fit(show_progress=False)
     assert trainer.total_iters == 2
+
+
+def test_rgba_palette_and_gray_images_train_together(tmp_path, tiny_config):
+    root = tmp_path / "mixed"
+    write_images(root / "trainA", 2, mode="RGB")
+    for path in (root / "trainA").iterdir():
+        Image.open(path).convert("RGBA").save(path)  # 4 channels: the alpha is dropped for training
+    write_images(root / "trainB", 2, mode="L", seed=3)
+    Image.open(root / "trainB" / "img_000.png").convert("P").save(root / "trainB" / "img_000.png")
+    trainer = Trainer(tiny_config(dataroot=str(root), max_iters=2))
+    sample = trainer.make_dataset()[0]
+    assert sample["A"].shape == (3, 32, 32) and sample["B"].shape == (3, 32, 32)
+    trainer.fit(show_progress=False)
+    assert trainer.total_iters == 2
