@@ -5,9 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cyclegan.checkpoint import (Checkpoint, CheckpointError, flatten_state, load_generator, save_checkpoint,
-                                 unflatten_state)
-from cyclegan.config import build_experiment
+from cyclegan.checkpoint import (Checkpoint, CheckpointError, flatten_state, load_generator, unflatten_state)
 from cyclegan.training import Trainer
 
 

@@ -1,7 +1,6 @@
 """The command line as a user runs it: real subprocesses, exit codes, files on disk."""
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import torch
 
 from cyclegan.checkpoint import Checkpoint
 from cyclegan.cli import main
-from cyclegan.config import ExperimentConfig, SECTIONS
+from cyclegan.config import SECTIONS
 
 from conftest import TINY_OPTIONS
 

@@ -417,6 +417,7 @@ class Translator:
         self.resize = resize
         self.show_progress = False  # a bar over the tiles of large images; translate_files turns it on
         self.on_bad_image = "fail"  # or "skip": unreadable inputs are reported in ``skipped`` and left out
+        self.checkpoint: Checkpoint | None = None  # set by from_checkpoint
         self.skipped: list[tuple[Path, str]] = []
 
     @classmethod
