@@ -1,0 +1,80 @@
+"""The metrics against hand computations and reference implementations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cyclegan.evaluate import (
+    feature_statistics, fid_from_features, frechet_distance, kid_from_features, l1_255, polynomial_mmd2_unbiased,
+    psnr, ssim,
+)
+
+
+def test_psnr_and_l1_by_hand():
+    x = torch.zeros(3, 8, 8)  # 0.5 on the [0, 1] scale
+    y = x + 0.2  # 0.6: every pixel off by 0.1
+    assert psnr(x, y) == pytest.approx(20.0)  # 10 log10(1 / 0.01)
+    assert l1_255(x, y) == pytest.approx(0.1 * 255)
+    assert psnr(x, x) == math.inf
+
+
+def test_ssim_by_hand_and_against_scikit_image():
+    assert ssim(torch.zeros(1, 16, 16), torch.zeros(1, 16, 16)) == pytest.approx(1.0)
+    # Constant images: the variance terms cancel, leaving (2 m1 m2 + C1) / (m1^2 + m2^2 + C1).
+    m1, m2, c1 = 0.25, 0.75, 0.01**2
+    a, b = torch.full((1, 16, 16), m1 * 2 - 1), torch.full((1, 16, 16), m2 * 2 - 1)
+    assert ssim(a, b) == pytest.approx((2 * m1 * m2 + c1) / (m1**2 + m2**2 + c1))
+    metrics = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 48))
+    y = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)
+    theirs = metrics.structural_similarity(x, y, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                           use_sample_covariance=False)
+    ours = ssim(torch.from_numpy(x)[None] * 2 - 1, torch.from_numpy(y)[None] * 2 - 1)
+    assert ours == pytest.approx(theirs, abs=0.01)  # scikit-image also averages the border positions
+
+
+def _sqrtm_frechet(mu1, s1, mu2, s2) -> float:
+    from scipy import linalg
+
+    root = linalg.sqrtm(s1 @ s2)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * root.real))
+
+
+@pytest.mark.parametrize("near_singular", [False, True])
+def test_frechet_distance_matches_scipy_sqrtm(near_singular):
+    pytest.importorskip("scipy")
+    rng = np.random.default_rng(1)
+    d = 12
+    a = rng.normal(size=(200, d))
+    b = rng.normal(0.3, 1.2, size=(200, d)) @ rng.normal(size=(d, d)) * 0.3
+    if near_singular:
+        a[:, -1] = a[:, 0] * (1 + 1e-9)  # two columns almost equal: a near-singular covariance
+    mu1, s1 = feature_statistics(a)
+    mu2, s2 = feature_statistics(b)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(_sqrtm_frechet(mu1, s1, mu2, s2), rel=1e-6, abs=1e-6)
+
+
+def test_fid_of_a_set_with_itself_is_zero():
+    features = np.random.default_rng(2).normal(size=(64, 16))
+    assert abs(fid_from_features(features, features)) < 1e-8
+
+
+def test_kid_matches_a_direct_unbiased_mmd():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(6, 4)), rng.normal(1.0, 1.0, size=(5, 4))
+    k = lambda a, b: (a @ b / 4 + 1) ** 3  # noqa: E731
+    direct = (sum(k(x[i], x[j]) for i in range(6) for j in range(6) if i != j) / 30
+              + sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
+              - 2 * sum(k(x[i], y[j]) for i in range(6) for j in range(5)) / 30)
+    assert polynomial_mmd2_unbiased(x, y) == pytest.approx(direct)
+    mean, error = kid_from_features(x[:5], y, subsets=1, subset_size=10)  # one subset: all of both sets
+    assert mean == pytest.approx(polynomial_mmd2_unbiased(x[:5], y)) and error == 0.0
+    same = rng.normal(size=(400, 8))
+    near, _ = kid_from_features(same[:200], same[200:], subsets=20, subset_size=100)
+    far, error = kid_from_features(same[:200], same[200:] + 0.5, subsets=20, subset_size=100)
+    assert abs(near) < 0.1 * far and error > 0  # two halves of one distribution vs a shifted one
