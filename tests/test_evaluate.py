@@ -78,3 +78,40 @@ def test_kid_matches_a_direct_unbiased_mmd():
     near, _ = kid_from_features(same[:200], same[200:], subsets=20, subset_size=100)
     far, error = kid_from_features(same[:200], same[200:] + 0.5, subsets=20, subset_size=100)
     assert abs(near) < 0.1 * far and error > 0  # two halves of one distribution vs a shifted one
+
+
+def test_evaluate_command_end_to_end(tmp_path, tiny_config, capsys):
+    import json
+
+    from PIL import Image
+
+    from conftest import write_images
+    from cyclegan import cli
+    from cyclegan.checkpoint import LATEST
+    from cyclegan.data import load_image, to_tensor
+    from cyclegan.training import Trainer
+    from cyclegan.translate import Translator
+
+    config = tiny_config(global_residual=True)  # starts as the identity: translations equal their inputs
+    Trainer(config).save(config.run_dir / LATEST)
+    data = tmp_path / "eval"
+    write_images(data / "testA", 3, size=(36, 28), seed=4)
+    write_images(data / "testB", 2, size=(20, 24), seed=5)
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for path in sorted((data / "testA").iterdir())[:2]:  # the third has no truth
+        Image.open(path).point(lambda v: min(255, v + 10)).save(truth / path.name)
+    assert cli.main(["evaluate", "--checkpoint", str(config.run_dir), "--dataroot", str(data), "--truth", str(truth),
+                     "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "AtoB" in table and "BtoA" in table
+    report = json.loads((config.run_dir / "eval_0.json").read_text())
+    a, b = report["results"]["AtoB"], report["results"]["BtoA"]
+    assert (a["images"], b["images"]) == (3, 2) and report["protocol"]["images"] == {"AtoB": 3, "BtoA": 2}
+    assert a["cycle_l1_255"] == pytest.approx(0, abs=1e-3)  # identity generators reconstruct exactly
+    assert a["truth"]["matched"] == 2 and a["truth"]["missing"] == 1 and "truth" not in b
+    translator = Translator.from_checkpoint(config.run_dir, device="cpu")
+    expected = np.mean([psnr(translator.translate_tensor(to_tensor(load_image(p))), to_tensor(load_image(truth / p.name)))
+                        for p in sorted((data / "testA").iterdir())[:2]])
+    assert a["truth"]["psnr_db"] == pytest.approx(expected)
+    assert "FID" in report["protocol"]["fid_kid"] or "Inception" in report["protocol"]["fid_kid"]

@@ -220,6 +220,33 @@ def run_test(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- evaluate ---------------------------------------------------------------------------------
+
+def add_evaluate_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="measure a run on the test split (cycle L1; PSNR, SSIM, L1 against --truth)",
+        description="Translate testA -> B and testB -> A at full size and report, per direction, the cycle-"
+                    "consistency L1 and, with --truth, PSNR, SSIM and L1 against ground truth. Writes "
+                    "RUN/eval_<epoch>.json with every number and the protocol.")
+    p.add_argument("--dataroot", type=Path, default=None, help="folder holding testA/ and testB/ (default: the run's dataroot)")
+    p.add_argument("--direction", choices=("both", "AtoB", "BtoA"), default="both", help="(default: both)")
+    p.add_argument("--truth", type=Path, default=None, metavar="DIR",
+                   help="ground truth named like the inputs, for AtoB (or BtoA when it is the only direction)")
+    p.add_argument("--max_images", type=int, default=0, help="at most this many images per direction (default: 0 = all)")
+    add_inference_flags(p)
+    p.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run, format_report
+
+    report = evaluate_run(args.checkpoint, dataroot=args.dataroot, direction=args.direction, truth=args.truth,
+                          max_images=args.max_images, show_progress=not args.quiet, **translator_options(args))
+    print(format_report(report))
+    log.info("all numbers and the protocol: %s", report["path"])
+    return 0
+
+
 # ---- the official code's weights, and its datasets and model zoo --------------------------------
 
 def add_official_parsers(subparsers) -> None:
@@ -298,6 +325,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_train_parser(subparsers)
     add_translate_parser(subparsers)
     add_test_parser(subparsers)
+    add_evaluate_parser(subparsers)
     add_official_parsers(subparsers)
     add_demo_parser(subparsers)
     return parser

@@ -108,3 +108,104 @@ def kid_from_features(real: np.ndarray, fake: np.ndarray, *, subsets: int = 100,
                                                 fake[rng.choice(len(fake), size, replace=False)])
                        for _ in range(subsets)])
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(subsets)) if subsets > 1 else 0.0
+
+
+# ---- evaluating a run -----------------------------------------------------------------------------
+
+def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=None, max_images: int = 0,
+                 device: str | None = None, show_progress: bool = False, **translator_options) -> dict:
+    """Translate the test split and measure it; writes and returns ``RUN/eval_<epoch>.json``'s content.
+
+    Per direction: the cycle-consistency L1 |F(G(a)) - a| in [0, 255] units and, with ``truth``
+    (a folder of files named like the inputs; for AtoB, or for BtoA when that is the only
+    direction), PSNR, SSIM and L1 against it. Every image at its own size.
+    """
+    import json
+    from pathlib import Path
+
+    from .checkpoint import Checkpoint
+    from .data import domain_folders, find_images
+    from .tracking import atomic_write_text, progress
+    from .translate import Translator, epoch_label
+
+    checkpoint = Checkpoint(checkpoint)
+    config = checkpoint.config
+    root = Path(dataroot or config.data.dataroot)
+    folders = dict(zip(("AtoB", "BtoA"), domain_folders(root, "test", config.data.direction)))
+    directions = ("AtoB", "BtoA") if direction == "both" else (direction,)
+    if direction not in ("both", "AtoB", "BtoA"):
+        raise ValueError(f"unknown --direction {direction!r}; valid: both, AtoB, BtoA")
+    translators = {d: Translator.from_checkpoint(checkpoint.path, d, device=device, **translator_options)
+                   for d in ("AtoB", "BtoA")}
+    results, counts = {}, {}
+    for d in directions:
+        if not folders[d].is_dir():
+            raise FileNotFoundError(f"{folders[d]} does not exist; --dataroot must hold test{d[0]}/")
+        paths = find_images(folders[d], max_count=max_images)
+        truth_dir = Path(truth) if truth and d == directions[0] else None
+        forward, back = translators[d], translators["BtoA" if d == "AtoB" else "AtoB"]
+        bar = progress(None, total=len(paths), description=f"evaluate {d}", enabled=show_progress, unit="img")
+        results[d] = _measure_direction(forward, back, paths, folders[d], truth_dir, bar)
+        bar.close()
+        counts[d] = len(paths)
+    report = {
+        "checkpoint": str(checkpoint.path), "epoch": epoch_label(checkpoint), "results": results,
+        "protocol": {
+            "images": counts, "dataroot": str(root),
+            "resize": "none: every image at its own size, reflect-padded to the generator's stride and cropped back",
+            "image_format": "inputs decoded from their files; translations measured in float, before any re-encoding",
+            "range": "cycle and truth L1 in [0, 255] units; PSNR and SSIM on [0, 1]",
+            "ssim": f"Gaussian window {SSIM_WINDOW}, sigma {SSIM_SIGMA}, K1 {SSIM_K1}, K2 {SSIM_K2}, mean over channels",
+            "fid_kid": "not computed: the Inception feature network is not yet part of cyclegan",
+            "seed": config.train.seed,
+        },
+    }
+    path = checkpoint.path.parent / f"eval_{epoch_label(checkpoint)}.json"
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    report["path"] = str(path)
+    return report
+
+
+def _measure_direction(forward, back, paths, folder, truth_dir, bar) -> dict:
+    from .data import load_image, match_channels, to_tensor
+
+    cycle, scores, missing = [], {"psnr_db": [], "ssim": [], "l1_255": []}, 0
+    for batch in forward.batches(paths, batch_size=forward.default_batch_size):
+        real = torch.stack([tensor for _, tensor, _ in batch])
+        fake = forward.translate_tensor(real)
+        rec = back.translate_tensor(fake)
+        for (path, _, _), r, f, c in zip(batch, real, fake, rec):
+            cycle.append(l1_255(c, r))
+            if truth_dir is None:
+                continue
+            expected = truth_dir / path.relative_to(folder)
+            if not expected.is_file():
+                missing += 1
+                continue
+            target = match_channels(to_tensor(load_image(expected, channels=f.shape[0])), f.shape[0])
+            if target.shape != f.shape:
+                raise ValueError(f"ground truth {expected} is {tuple(target.shape)}, the translation of {path} "
+                                 f"is {tuple(f.shape)} (C, H, W)")
+            scores["psnr_db"].append(psnr(f, target))
+            scores["ssim"].append(ssim(f, target))
+            scores["l1_255"].append(l1_255(f, target))
+        bar.update(len(batch))
+    result = {"images": len(cycle), "cycle_l1_255": float(np.mean(cycle)) if cycle else None}
+    if truth_dir is not None:
+        matched = len(scores["psnr_db"])
+        if not matched:
+            raise FileNotFoundError(f"no file in {truth_dir} matches the names of the images in {folder}")
+        result["truth"] = {"dir": str(truth_dir), "matched": matched, "missing": missing,
+                           **{k: float(np.mean(v)) for k, v in scores.items()}}
+    return result
+
+
+def format_report(report: dict) -> str:
+    """The terminal table of ``evaluate_run``'s numbers."""
+    lines = [f"{'direction':10s} {'images':>7s} {'cycle L1':>9s} {'PSNR dB':>8s} {'SSIM':>6s} {'L1':>6s}"]
+    for direction, r in report["results"].items():
+        t = r.get("truth")
+        truth = f"{t['psnr_db']:8.2f} {t['ssim']:6.3f} {t['l1_255']:6.2f}" if t else f"{'-':>8s} {'-':>6s} {'-':>6s}"
+        lines.append(f"{direction:10s} {r['images']:7d} {r['cycle_l1_255']:9.2f} {truth}")
+    lines.append("(L1 in [0, 255] units; PSNR and SSIM against --truth; FID/KID not yet available)")
+    return "\n".join(lines)
