@@ -102,7 +102,7 @@ def test_evaluate_command_end_to_end(tmp_path, tiny_config, capsys):
     for path in sorted((data / "testA").iterdir())[:2]:  # the third has no truth
         Image.open(path).point(lambda v: min(255, v + 10)).save(truth / path.name)
     assert cli.main(["evaluate", "--checkpoint", str(config.run_dir), "--dataroot", str(data), "--truth", str(truth),
-                     "--quiet"]) == 0
+                     "--quiet", "--no_fid"]) == 0
     table = capsys.readouterr().out
     assert "AtoB" in table and "BtoA" in table
     report = json.loads((config.run_dir / "eval_0.json").read_text())
@@ -114,4 +114,72 @@ def test_evaluate_command_end_to_end(tmp_path, tiny_config, capsys):
     expected = np.mean([psnr(translator.translate_tensor(to_tensor(load_image(p))), to_tensor(load_image(truth / p.name)))
                         for p in sorted((data / "testA").iterdir())[:2]])
     assert a["truth"]["psnr_db"] == pytest.approx(expected)
-    assert "FID" in report["protocol"]["fid_kid"] or "Inception" in report["protocol"]["fid_kid"]
+    assert report["protocol"]["fid_kid"] == "not computed (--no_fid)" and "fid" not in a
+
+
+class TinyFeatures(torch.nn.Module):
+    """A random-weight stand-in for the Inception network: (B, 3, H, W) -> (B, 2048)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(3 * 8 * 8, 2048)
+
+    def forward(self, x):
+        return self.proj(torch.nn.functional.interpolate(x, size=(8, 8), mode="bilinear").flatten(1))
+
+
+def test_evaluate_computes_fid_and_kid_with_an_injected_network(tmp_path, tiny_config):
+    from conftest import write_images
+    from cyclegan.checkpoint import LATEST
+    from cyclegan.evaluate import evaluate_run, fid_between_folders, format_report
+    from cyclegan.training import Trainer
+
+    config = tiny_config()
+    Trainer(config).save(config.run_dir / LATEST)
+    data = tmp_path / "eval"
+    write_images(data / "testA", 4, size=(32, 32), seed=4)
+    write_images(data / "testB", 4, size=(32, 32), seed=5)
+    report = evaluate_run(config.run_dir, dataroot=data, feature_net=TinyFeatures(), cache_dir=tmp_path / "cache",
+                          device="cpu")
+    for direction in ("AtoB", "BtoA"):
+        r = report["results"][direction]
+        assert r["fid"] > 0 and np.isfinite(r["kid"]) and r["kid_std_error"] >= 0
+    assert "FID" in format_report(report)
+    same = fid_between_folders(data / "testA", data / "testA", feature_net=TinyFeatures(), cache_dir=tmp_path / "c2")
+    assert abs(same["fid"]) < 1e-3  # 4 images in 2048 dimensions: a rank-3 covariance
+
+
+def test_feature_cache_is_used_and_invalidated_when_a_file_changes(tmp_path, monkeypatch):
+    import os
+
+    from conftest import write_images
+    from cyclegan import evaluate
+
+    folder = tmp_path / "real"
+    paths = write_images(folder, 3, size=(16, 16))
+    net, calls = TinyFeatures(), []
+    original = evaluate.tensor_features
+    monkeypatch.setattr(evaluate, "tensor_features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    first = evaluate.folder_features(net, folder, cache_dir=tmp_path / "cache", weights_id="w")
+    again = evaluate.folder_features(net, folder, cache_dir=tmp_path / "cache", weights_id="w")
+    assert len(calls) == 1 and np.array_equal(first, again)
+    write_images(tmp_path / "other", 1, size=(16, 16), seed=9)[0].replace(paths[1])
+    os.utime(paths[1], ns=(1, 1))
+    changed = evaluate.folder_features(net, folder, cache_dir=tmp_path / "cache", weights_id="w")
+    assert len(calls) == 2 and not np.array_equal(first, changed)
+    evaluate.folder_features(net, folder, cache_dir=tmp_path / "cache", weights_id="other weights")
+    assert len(calls) == 3  # another network: another cache entry
+
+
+def test_fid_command_offline_without_weights_says_where_to_put_them(tmp_path, monkeypatch, capsys):
+    from conftest import write_images
+    from cyclegan import cli
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr("cyclegan.inception.WEIGHTS_URL", "http://127.0.0.1:9/none.pth")  # nothing listens there
+    write_images(tmp_path / "a", 2)
+    write_images(tmp_path / "b", 2)
+    assert cli.main(["fid", str(tmp_path / "a"), str(tmp_path / "b"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "pt_inception-2015-12-05-6726825d.pth" in err and str(tmp_path / "hub" / "checkpoints") in err

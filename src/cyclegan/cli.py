@@ -233,15 +233,49 @@ def add_evaluate_parser(subparsers) -> None:
     p.add_argument("--truth", type=Path, default=None, metavar="DIR",
                    help="ground truth named like the inputs, for AtoB (or BtoA when it is the only direction)")
     p.add_argument("--max_images", type=int, default=0, help="at most this many images per direction (default: 0 = all)")
+    add_fid_flags(p)
+    p.add_argument("--no_fid", action="store_true", help="skip FID and KID (no Inception weights needed)")
     add_inference_flags(p)
     p.set_defaults(handler=run_evaluate)
+
+
+def add_fid_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inception_weights", type=Path, default=None, metavar="PATH",
+                   help="the FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: the torch hub "
+                        "cache, downloaded there when missing")
+    p.add_argument("--feature_cache", type=Path, default=None, metavar="DIR",
+                   help="where features of real image folders are cached (default: ~/.cache/cyclegan/features)")
+
+
+def add_fid_parser(subparsers) -> None:
+    p = subparsers.add_parser("fid", help="FID and KID between two image folders",
+                              description="FID and KID between any two image folders, with the network and protocol "
+                                          "of cyclegan evaluate.")
+    p.add_argument("dir_a", type=Path, metavar="DIR_A")
+    p.add_argument("dir_b", type=Path, metavar="DIR_B")
+    add_fid_flags(p)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.set_defaults(handler=run_fid)
+
+
+def run_fid(args: argparse.Namespace) -> int:
+    from .devices import pick_device
+    from .evaluate import fid_between_folders
+
+    result = fid_between_folders(args.dir_a, args.dir_b, inception_weights=args.inception_weights,
+                                 cache_dir=args.feature_cache, device=pick_device(args.device))
+    print(f"FID {result['fid']:.3f}   KID {result['kid']:.5f} ± {result['kid_std_error']:.5f}   "
+          f"({', '.join(f'{n} images in {d}' for d, n in result['images'].items())})")
+    return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run, format_report
 
     report = evaluate_run(args.checkpoint, dataroot=args.dataroot, direction=args.direction, truth=args.truth,
-                          max_images=args.max_images, show_progress=not args.quiet, **translator_options(args))
+                          max_images=args.max_images, show_progress=not args.quiet, fid=not args.no_fid,
+                          inception_weights=args.inception_weights, cache_dir=args.feature_cache,
+                          **translator_options(args))
     print(format_report(report))
     log.info("all numbers and the protocol: %s", report["path"])
     return 0
@@ -326,6 +360,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_translate_parser(subparsers)
     add_test_parser(subparsers)
     add_evaluate_parser(subparsers)
+    add_fid_parser(subparsers)
     add_official_parsers(subparsers)
     add_demo_parser(subparsers)
     return parser

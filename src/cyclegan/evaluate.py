@@ -110,10 +110,87 @@ def kid_from_features(real: np.ndarray, fake: np.ndarray, *, subsets: int = 100,
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(subsets)) if subsets > 1 else 0.0
 
 
+# ---- Inception features, with a cache for real image folders -----------------------------------------
+
+FEATURE_PROTOCOL = "fid-inception-2015-12-05 pool3 2048-d; RGB; bilinear resize to 299x299; inputs in [-1, 1]"
+KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
+
+
+@torch.inference_mode()
+def tensor_features(net, images, *, device="cpu") -> np.ndarray:
+    """(N, 2048) features of an iterable of (3, H, W) tensors in [-1, 1] (1-channel ones are repeated)."""
+    from .data import match_channels
+
+    rows = [net(match_channels(image, 3).unsqueeze(0).to(device)).double().cpu().numpy() for image in images]
+    return np.concatenate(rows) if rows else np.zeros((0, 2048))
+
+
+def folder_features(net, folder, *, cache_dir=None, device="cpu", weights_id: str = "") -> np.ndarray:
+    """Features of every image under ``folder``, cached by file names, sizes and times and the protocol."""
+    import hashlib
+    from pathlib import Path
+
+    from .data import find_images, load_image, to_tensor
+
+    folder = Path(folder)
+    paths = find_images(folder)
+    if not paths:
+        raise FileNotFoundError(f"{folder} holds no images")
+    fingerprint = hashlib.sha256()
+    fingerprint.update(f"{FEATURE_PROTOCOL}|{weights_id}".encode())
+    for path in paths:
+        stat = path.stat()
+        fingerprint.update(f"|{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    cache = Path(cache_dir) / f"{fingerprint.hexdigest()[:32]}.npy" if cache_dir else None
+    if cache is not None and cache.is_file():
+        return np.load(cache)
+    features = tensor_features(net, (to_tensor(load_image(p, channels=3)) for p in paths), device=device)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, features)
+        tmp.replace(cache)
+    return features
+
+
+def distribution_metrics(real: np.ndarray, fake: np.ndarray, *, seed: int = 0) -> dict:
+    mean, error = kid_from_features(real, fake, subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=seed)
+    return {"fid": fid_from_features(real, fake), "kid": mean, "kid_std_error": error}
+
+
+def default_cache_dir():
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("CYCLEGAN_CACHE", Path.home() / ".cache" / "cyclegan")) / "features"
+
+
+def fid_between_folders(dir_a, dir_b, *, feature_net=None, inception_weights=None, cache_dir=None,
+                        device="cpu") -> dict:
+    """FID and KID between two image folders, with the same network and protocol as ``evaluate``."""
+    net, weights_id = _feature_network(feature_net, inception_weights, device)
+    cache_dir = cache_dir or default_cache_dir()
+    a = folder_features(net, dir_a, cache_dir=cache_dir, device=device, weights_id=weights_id)
+    b = folder_features(net, dir_b, cache_dir=cache_dir, device=device, weights_id=weights_id)
+    return {**distribution_metrics(a, b), "images": {str(dir_a): len(a), str(dir_b): len(b)},
+            "protocol": FEATURE_PROTOCOL, "weights": weights_id}
+
+
+def _feature_network(feature_net, inception_weights, device):
+    """(network, an id of its weights for cache keys): an injected network, or the FID Inception."""
+    if feature_net is not None:
+        return feature_net.to(device).eval(), f"injected:{type(feature_net).__name__}:{id(feature_net)}"
+    from .inception import find_weights, load_inception, sha256_of
+
+    path = find_weights(inception_weights)
+    return load_inception(path, device=device), sha256_of(path)
+
+
 # ---- evaluating a run -----------------------------------------------------------------------------
 
 def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=None, max_images: int = 0,
-                 device: str | None = None, show_progress: bool = False, **translator_options) -> dict:
+                 device: str | None = None, show_progress: bool = False, fid: bool = True, feature_net=None,
+                 inception_weights=None, cache_dir=None, **translator_options) -> dict:
     """Translate the test split and measure it; writes and returns ``RUN/eval_<epoch>.json``'s content.
 
     Per direction: the cycle-consistency L1 |F(G(a)) - a| in [0, 255] units and, with ``truth``
@@ -137,6 +214,11 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
         raise ValueError(f"unknown --direction {direction!r}; valid: both, AtoB, BtoA")
     translators = {d: Translator.from_checkpoint(checkpoint.path, d, device=device, **translator_options)
                    for d in ("AtoB", "BtoA")}
+    features = None
+    if fid:
+        net, weights_id = _feature_network(feature_net, inception_weights, translators["AtoB"].device)
+        features = {"net": net, "weights_id": weights_id, "cache_dir": cache_dir or default_cache_dir(),
+                    "device": translators["AtoB"].device}
     results, counts = {}, {}
     for d in directions:
         if not folders[d].is_dir():
@@ -145,7 +227,9 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
         truth_dir = Path(truth) if truth and d == directions[0] else None
         forward, back = translators[d], translators["BtoA" if d == "AtoB" else "AtoB"]
         bar = progress(None, total=len(paths), description=f"evaluate {d}", enabled=show_progress, unit="img")
-        results[d] = _measure_direction(forward, back, paths, folders[d], truth_dir, bar)
+        target_folder = folders["BtoA" if d == "AtoB" else "AtoB"]
+        results[d] = _measure_direction(forward, back, paths, folders[d], truth_dir, bar, features, target_folder,
+                                        config.train.seed)
         bar.close()
         counts[d] = len(paths)
     report = {
@@ -156,7 +240,9 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
             "image_format": "inputs decoded from their files; translations measured in float, before any re-encoding",
             "range": "cycle and truth L1 in [0, 255] units; PSNR and SSIM on [0, 1]",
             "ssim": f"Gaussian window {SSIM_WINDOW}, sigma {SSIM_SIGMA}, K1 {SSIM_K1}, K2 {SSIM_K2}, mean over channels",
-            "fid_kid": "not computed: the Inception feature network is not yet part of cyclegan",
+            "fid_kid": (f"{FEATURE_PROTOCOL}; weights sha256 {features['weights_id']}; translations against the real "
+                        f"test images of the target domain; KID: {KID_SUBSETS} subsets of up to {KID_SUBSET_SIZE}, "
+                        f"unbiased, with its standard error") if features else "not computed (--no_fid)",
             "seed": config.train.seed,
         },
     }
@@ -166,14 +252,17 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
     return report
 
 
-def _measure_direction(forward, back, paths, folder, truth_dir, bar) -> dict:
+def _measure_direction(forward, back, paths, folder, truth_dir, bar, features=None, target_folder=None,
+                       seed: int = 0) -> dict:
     from .data import load_image, match_channels, to_tensor
 
-    cycle, scores, missing = [], {"psnr_db": [], "ssim": [], "l1_255": []}, 0
+    cycle, scores, missing, fake_features = [], {"psnr_db": [], "ssim": [], "l1_255": []}, 0, []
     for batch in forward.batches(paths, batch_size=forward.default_batch_size):
         real = torch.stack([tensor for _, tensor, _ in batch])
         fake = forward.translate_tensor(real)
         rec = back.translate_tensor(fake)
+        if features is not None:
+            fake_features.append(tensor_features(features["net"], fake.clamp(-1, 1), device=features["device"]))
         for (path, _, _), r, f, c in zip(batch, real, fake, rec):
             cycle.append(l1_255(c, r))
             if truth_dir is None:
@@ -191,6 +280,10 @@ def _measure_direction(forward, back, paths, folder, truth_dir, bar) -> dict:
             scores["l1_255"].append(l1_255(f, target))
         bar.update(len(batch))
     result = {"images": len(cycle), "cycle_l1_255": float(np.mean(cycle)) if cycle else None}
+    if features is not None:
+        real_features = folder_features(features["net"], target_folder, cache_dir=features["cache_dir"],
+                                        device=features["device"], weights_id=features["weights_id"])
+        result.update(distribution_metrics(real_features, np.concatenate(fake_features), seed=seed))
     if truth_dir is not None:
         matched = len(scores["psnr_db"])
         if not matched:
@@ -202,10 +295,14 @@ def _measure_direction(forward, back, paths, folder, truth_dir, bar) -> dict:
 
 def format_report(report: dict) -> str:
     """The terminal table of ``evaluate_run``'s numbers."""
-    lines = [f"{'direction':10s} {'images':>7s} {'cycle L1':>9s} {'PSNR dB':>8s} {'SSIM':>6s} {'L1':>6s}"]
+    lines = [f"{'direction':10s} {'images':>7s} {'FID':>8s} {'KID x1000':>14s} {'cycle L1':>9s} {'PSNR dB':>8s} "
+             f"{'SSIM':>6s} {'L1':>6s}"]
     for direction, r in report["results"].items():
         t = r.get("truth")
         truth = f"{t['psnr_db']:8.2f} {t['ssim']:6.3f} {t['l1_255']:6.2f}" if t else f"{'-':>8s} {'-':>6s} {'-':>6s}"
-        lines.append(f"{direction:10s} {r['images']:7d} {r['cycle_l1_255']:9.2f} {truth}")
-    lines.append("(L1 in [0, 255] units; PSNR and SSIM against --truth; FID/KID not yet available)")
+        dist = (f"{r['fid']:8.2f} {r['kid'] * 1000:7.2f} ± {r['kid_std_error'] * 1000:4.2f}" if "fid" in r
+                else f"{'-':>8s} {'-':>14s}")
+        lines.append(f"{direction:10s} {r['images']:7d} {dist} {r['cycle_l1_255']:9.2f} {truth}")
+    lines.append("(FID/KID against the real test images of the target domain; L1 in [0, 255] units; "
+                 "PSNR, SSIM and L1 against --truth)")
     return "\n".join(lines)

@@ -9,6 +9,8 @@ names follow that file's keys, so its state dict loads key for key. ``forward`` 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -187,9 +189,7 @@ WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_we
 WEIGHTS_SHA256_PREFIX = "6726825d"
 
 
-def hub_weights_path() -> "Path":
-    from pathlib import Path
-
+def hub_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_NAME
 
 
@@ -208,8 +208,6 @@ def find_weights(explicit=None, *, download: bool = True, url: str | None = None
 
     A download is checked against the SHA-256 prefix in its name before it is put in the cache.
     """
-    from pathlib import Path
-
     from .download import DownloadError, fetch
 
     if explicit is not None:
