@@ -183,3 +183,37 @@ def test_fid_command_offline_without_weights_says_where_to_put_them(tmp_path, mo
     assert cli.main(["fid", str(tmp_path / "a"), str(tmp_path / "b"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "pt_inception-2015-12-05-6726825d.pth" in err and str(tmp_path / "hub" / "checkpoints") in err
+
+
+def test_evaluation_during_training_logs_plots_and_keeps_the_best(tmp_path, tiny_config, dataroot, monkeypatch):
+    import json
+
+    from conftest import write_images
+    from cyclegan.checkpoint import Checkpoint
+    from cyclegan.training import Trainer
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no Inception weights: cheap metrics
+    write_images(dataroot / "testA", 2, size=(32, 32), seed=7)
+    write_images(dataroot / "testB", 2, size=(32, 32), seed=8)
+    trainer = Trainer(tiny_config(eval_freq=1, keep_best="AtoB_cycle_l1_255"))
+    run = trainer.fit(show_progress=False)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval_AtoB_cycle_l1_255" in r]
+    assert [r["epoch"] for r in evals] == [1, 2, 3]
+    assert sorted(p.name for p in run.glob("eval_*.json")) == ["eval_1.json", "eval_2.json", "eval_3.json"]
+    best = Checkpoint(run / "best.safetensors")
+    values = [r["eval_AtoB_cycle_l1_255"] for r in evals]
+    assert best.info["best"]["AtoB_cycle_l1_255"] == pytest.approx(min(values)) == pytest.approx(trainer.best)
+    assert not best.has_training_state
+    assert 'src="plots/eval_cycle.svg"' in (run / "index.html").read_text()
+
+
+def test_keep_best_of_a_number_the_evaluation_lacks_is_an_error(tmp_path, tiny_config, dataroot, monkeypatch):
+    from conftest import write_images
+    from cyclegan.training import Trainer
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    write_images(dataroot / "testA", 1, size=(32, 32))
+    write_images(dataroot / "testB", 1, size=(32, 32))
+    with pytest.raises(ValueError, match="--keep_best AtoB_psnr_db: the evaluation has no such number"):
+        Trainer(tiny_config(eval_freq=1, keep_best="AtoB_psnr_db")).fit(show_progress=False)

@@ -293,6 +293,19 @@ def _measure_direction(forward, back, paths, folder, truth_dir, bar, features=No
     return result
 
 
+def flatten_results(results: dict) -> dict[str, float]:
+    """{"AtoB_fid": ..., "AtoB_cycle_l1_255": ..., "AtoB_psnr_db": ...} from ``evaluate_run``'s results."""
+    flat = {}
+    for direction, r in results.items():
+        for key in ("fid", "kid", "cycle_l1_255"):
+            if r.get(key) is not None:
+                flat[f"{direction}_{key}"] = float(r[key])
+        for key in ("psnr_db", "ssim", "l1_255"):
+            if "truth" in r:
+                flat[f"{direction}_{key}"] = float(r["truth"][key])
+    return flat
+
+
 def format_report(report: dict) -> str:
     """The terminal table of ``evaluate_run``'s numbers."""
     lines = [f"{'direction':10s} {'images':>7s} {'FID':>8s} {'KID x1000':>14s} {'cycle L1':>9s} {'PSNR dB':>8s} "

@@ -156,6 +156,8 @@ LOSS_PLOTS = {
     "identity": ("identity losses", ("idt_A", "idt_B")),
     "lr": ("learning rate", ("lr",)),
 }
+EVAL_PLOTS = {"eval_cycle": ("held-out cycle L1 (0-255)", "cycle_l1_255"), "eval_fid": ("FID on the test split", "fid"),
+              "eval_psnr": ("PSNR against ground truth (dB)", "psnr_db")}
 SAMPLE_NAME = re.compile(r"epoch_(\d+)_iter_(\d+)\.png$")
 
 
@@ -182,6 +184,14 @@ def write_training_plots(run_dir: Path, records: list[dict]) -> list[Path]:
         path = folder / f"{name}.svg"
         atomic_write_text(path, line_plot_svg(series, title=title, x_label="iteration"))
         paths.append(path)
+    for name, (title, suffix) in EVAL_PLOTS.items():  # only once evaluations (--eval_freq) were logged
+        keys = sorted({k for r in records for k in r if k.startswith("eval_") and k.endswith(suffix)})
+        if keys:
+            series = {k[len("eval_"):]: ([r["iter"] for r in records if k in r], [float(r[k]) for r in records if k in r])
+                      for k in keys}
+            path = folder / f"{name}.svg"
+            atomic_write_text(path, line_plot_svg(series, title=title, x_label="iteration"))
+            paths.append(path)
     return paths
 
 

@@ -49,8 +49,9 @@ LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"
 RESUME_OVERRIDABLE = frozenset({
     "n_epochs", "n_epochs_decay", "max_iters", "save_epoch_freq", "save_latest_freq", "print_freq",
     "display_freq", "num_threads", "device", "dataroot", "tensorboard", "precision", "allow_emulated_precision",
-    "memory_format", "compile", "fused_adam", "on_bad_image", "on_nonfinite",
+    "memory_format", "compile", "fused_adam", "on_bad_image", "on_nonfinite", "eval_freq", "eval_truth", "keep_best",
 })
+HIGHER_IS_BETTER = ("psnr_db", "ssim")
 
 
 class NonFiniteLossError(ValueError):
@@ -206,6 +207,7 @@ class Trainer:
         self.tensorboard: TensorBoardLog | None = None
         self.plateau = Plateau()  # the plateau lr policy's state, driven by the epoch's mean cycle loss
         self.epoch_cycle_loss: list = [0.0, 0]  # sum of cycle_A + cycle_B over this epoch (a tensor), and the count
+        self.best: float | None = None  # the best --keep_best value so far
         self.set_learning_rate()
 
     def _adam(self, params) -> torch.optim.Adam:
@@ -303,6 +305,7 @@ class Trainer:
             "schedule": {"plateau": self.plateau.state_dict(),
                          "epoch_cycle_loss": [float(self.epoch_cycle_loss[0]), self.epoch_cycle_loss[1]]},
             "scaler": self.scaler.state_dict(),
+            "best": self.best,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -319,6 +322,7 @@ class Trainer:
             self.plateau.load_state_dict(state["schedule"]["plateau"])
             total, count = state["schedule"]["epoch_cycle_loss"]
             self.epoch_cycle_loss = [float(total), int(count)]
+        self.best = state.get("best")
         if state.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.set_learning_rate()
@@ -449,8 +453,47 @@ class Trainer:
         self.save(self.run_dir / LATEST)
         if (self.epoch - 1) % t.save_epoch_freq == 0 or self.epoch > self.total_epochs:
             self.save(self.run_dir / f"epoch_{self.epoch - 1:04d}.safetensors", with_training_state=False)
+        if t.eval_freq and (self.epoch - 1) % t.eval_freq == 0:
+            self.evaluate(metrics)
         self.write_page()
         return True
+
+    def evaluate(self, metrics: MetricsLog) -> dict[str, float]:
+        """Evaluate the latest checkpoint on the test split; log the numbers; keep the best checkpoint."""
+        from .evaluate import evaluate_run, flatten_results
+        from .inception import find_weights
+
+        t = self.config.train
+        try:
+            find_weights(download=False)
+            fid = True
+        except FileNotFoundError:
+            fid = False  # the cheap metrics only; FID needs the Inception weights at hand
+        try:
+            report = evaluate_run(self.run_dir / LATEST, fid=fid, truth=t.eval_truth or None, device=str(self.device))
+        except FileNotFoundError as exc:
+            log.warning("no evaluation at epoch %d: %s", self.epoch - 1, exc)
+            return {}
+        numbers = flatten_results(report["results"])
+        metrics.append({"iter": self.total_iters, "epoch": self.epoch - 1, **{f"eval_{k}": v for k, v in numbers.items()}})
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(self.total_iters, {f"eval/{k}": v for k, v in numbers.items()})
+        log.info("evaluation after epoch %d: %s", self.epoch - 1, ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()))
+        if t.keep_best:
+            self._keep_best(numbers)
+        return numbers
+
+    def _keep_best(self, numbers: dict[str, float]) -> None:
+        metric = self.config.train.keep_best
+        if metric not in numbers:
+            raise ValueError(f"--keep_best {metric}: the evaluation has no such number; it has {', '.join(numbers)}")
+        value = numbers[metric]
+        higher = metric.endswith(HIGHER_IS_BETTER)
+        if self.best is None or (value > self.best if higher else value < self.best):
+            self.best = value
+            save_checkpoint(self.run_dir / "best.safetensors", config=self.config, networks=self.model.networks(),
+                            info={**self.info(), "best": {metric: value}})
+            log.info("new best %s %.4g: saved %s", metric, value, self.run_dir / "best.safetensors")
 
     def end_epoch(self) -> None:
         """Advance the counters (and the plateau policy, with the epoch's mean cycle loss)."""
