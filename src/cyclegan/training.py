@@ -34,11 +34,11 @@ from .checkpoint import LATEST, NETWORK_NAMES, Checkpoint, save_checkpoint
 from .config import ExperimentConfig, build_experiment
 from .data import Preprocess, UnpairedDataset, unpaired_dataset_from_folders
 from .devices import autocast, check_precision, memory_format, pick_device
+from .gallery import write_training_page
 from .image_pool import ImagePool
 from .losses import GANLoss, cycle_loss, gradient_penalty, identity_loss
 from .models import build_discriminator, build_generator
 from .schedules import Plateau, cosine_factor, linear_factor, step_factor
-from .gallery import write_training_page
 from .tracking import MetricsLog, TensorBoardLog, atomic_write_text, format_losses, image_grid, progress
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ LR_FACTORS = {
     "step": lambda epoch, t, total: step_factor(epoch, lr_decay_iters=t.lr_decay_iters),
     "cosine": lambda epoch, t, total: cosine_factor(epoch, total_epochs=total),
 }
+
 
 def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
     for net in nets:
