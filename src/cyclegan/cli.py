@@ -198,15 +198,20 @@ def run_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_test_split_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataroot", type=Path, default=None, help="folder holding testA/ and testB/ (default: the run's dataroot)")
+    p.add_argument("--max_images", type=int, default=0,
+                   help="at most this many images per domain; replaces the official --num_test (default: 0 = all)")
+
+
 def add_test_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "test", help="translate and reconstruct every test image; write an HTML page of them",
         description="For every image of testA and testB: real, translated and reconstructed, at full size, under "
                     "RUN/test_<epoch>/ with an index.html that shows them in a table. Replaces the official "
                     "test.py --model cycle_gan (which squashes images to 256x256 and stops at --num_test 50).")
-    p.add_argument("--dataroot", type=Path, default=None, help="folder holding testA/ and testB/ (default: the run's dataroot)")
+    add_test_split_flags(p)
     p.add_argument("--output", type=Path, default=None, metavar="DIR", help="where to write (default: RUN/test_<epoch>)")
-    p.add_argument("--max_images", type=int, default=0, help="at most this many images per domain; replaces the official --num_test (default: 0 = all)")
     add_inference_flags(p)
     p.set_defaults(handler=run_test)
 
@@ -224,15 +229,14 @@ def run_test(args: argparse.Namespace) -> int:
 
 def add_evaluate_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="measure a run on the test split (cycle L1; PSNR, SSIM, L1 against --truth)",
-        description="Translate testA -> B and testB -> A at full size and report, per direction, the cycle-"
-                    "consistency L1 and, with --truth, PSNR, SSIM and L1 against ground truth. Writes "
-                    "RUN/eval_<epoch>.json with every number and the protocol.")
-    p.add_argument("--dataroot", type=Path, default=None, help="folder holding testA/ and testB/ (default: the run's dataroot)")
+        "evaluate", help="measure a run on the test split (FID, KID, cycle L1; PSNR, SSIM, L1 against --truth)",
+        description="Translate testA -> B and testB -> A at full size and report, per direction, FID and KID against "
+                    "the target domain's real test images, the cycle-consistency L1 and, with --truth, PSNR, SSIM and "
+                    "L1 against ground truth. Writes RUN/eval_<epoch>.json with every number and the protocol.")
+    add_test_split_flags(p)
     p.add_argument("--direction", choices=("both", "AtoB", "BtoA"), default="both", help="(default: both)")
     p.add_argument("--truth", type=Path, default=None, metavar="DIR",
                    help="ground truth named like the inputs, for AtoB (or BtoA when it is the only direction)")
-    p.add_argument("--max_images", type=int, default=0, help="at most this many images per direction (default: 0 = all)")
     add_fid_flags(p)
     p.add_argument("--no_fid", action="store_true", help="skip FID and KID (no Inception weights needed)")
     add_inference_flags(p)
