@@ -147,8 +147,12 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
                    help="instance-norm statistics for tiled images: exact = measured over the whole image, layer by "
                         "layer (as if untiled; about 10 passes of work), estimate = from one downscaled pass "
                         "(fast, approximate) (default: exact)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N; replaces the official --gpu_ids (default: auto)")
+    add_device_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_device_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N; replaces the official --gpu_ids (default: auto)")
 
 
 def translator_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -258,7 +262,7 @@ def add_fid_parser(subparsers) -> None:
     p.add_argument("dir_a", type=Path, metavar="DIR_A")
     p.add_argument("dir_b", type=Path, metavar="DIR_B")
     add_fid_flags(p)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_device_flag(p)
     p.set_defaults(handler=run_fid)
 
 

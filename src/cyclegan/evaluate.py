@@ -255,15 +255,13 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
 def _measure_direction(forward, back, paths, folder, truth_dir, bar, features=None, target_folder=None,
                        seed: int = 0) -> dict:
     from .data import load_image, match_channels, to_tensor
+    from .translate import cycle_batches
 
     cycle, scores, missing, fake_features = [], {"psnr_db": [], "ssim": [], "l1_255": []}, 0, []
-    for batch in forward.batches(paths, batch_size=forward.default_batch_size):
-        real = torch.stack([tensor for _, tensor, _ in batch])
-        fake = forward.translate_tensor(real)
-        rec = back.translate_tensor(fake)
+    for batch_paths, real, fake, rec in cycle_batches(forward, back, paths, batch_size=forward.default_batch_size):
         if features is not None:
             fake_features.append(tensor_features(features["net"], fake.clamp(-1, 1), device=features["device"]))
-        for (path, _, _), r, f, c in zip(batch, real, fake, rec):
+        for path, r, f, c in zip(batch_paths, real, fake, rec):
             cycle.append(l1_255(c, r))
             if truth_dir is None:
                 continue
@@ -278,7 +276,7 @@ def _measure_direction(forward, back, paths, folder, truth_dir, bar, features=No
             scores["psnr_db"].append(psnr(f, target))
             scores["ssim"].append(ssim(f, target))
             scores["l1_255"].append(l1_255(f, target))
-        bar.update(len(batch))
+        bar.update(len(batch_paths))
     result = {"images": len(cycle), "cycle_l1_255": float(np.mean(cycle)) if cycle else None}
     if features is not None:
         real_features = folder_features(features["net"], target_folder, cache_dir=features["cache_dir"],

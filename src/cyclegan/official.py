@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import LATEST, CheckpointError, save_checkpoint
+from .checkpoint import LATEST, CheckpointError, generator_for, save_checkpoint
 from .config import ExperimentConfig, ModelConfig, build_experiment
 from .models import build_discriminator, build_generator
 
@@ -223,10 +223,8 @@ def import_official(source: str | Path, options: dict[str, Any], *, epoch: str =
 
 def _network(config: ExperimentConfig, name: str) -> nn.Module:
     m = config.model
-    if name == "g_ab":
-        return build_generator(m)
-    if name == "g_ba":
-        return build_generator(m, in_channels=m.output_nc, out_channels=m.input_nc)
+    if name in ("g_ab", "g_ba"):
+        return generator_for(m, "AtoB" if name == "g_ab" else "BtoA")
     return build_discriminator(m, in_channels=m.input_nc if name == "d_a" else m.output_nc)
 
 

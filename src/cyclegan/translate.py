@@ -463,8 +463,7 @@ class Translator:
         if self.resize:
             image = self.resize.apply(ImageOps.exif_transpose(image))
         tensor, restore = prepare_image(image, self.in_channels)
-        check_size(tensor.shape[-2], tensor.shape[-1])
-        return finish_image(self.translate_tensor(tensor), restore)
+        return finish_image(self.translate_tensor(tensor), restore)  # translate_tensor checks the size
 
     def load(self, path: Path) -> tuple[torch.Tensor, Restore]:
         image = ImageOps.exif_transpose(read_image(path))
@@ -682,20 +681,24 @@ def run_test(checkpoint: str | Path, *, dataroot: str | Path | None = None, outp
     return write_table_page(output / "index.html", f"cyclegan test: {config.name}", sections, intro=intro)
 
 
+def cycle_batches(forward: Translator, back: Translator | None, paths: Sequence[Path], *, batch_size: int):
+    """(paths, real, fake, reconstructed) for batches of one size; reconstructed is None without ``back``."""
+    for batch in forward.batches(paths, batch_size=batch_size):
+        real = torch.stack([tensor for _, tensor, _ in batch])
+        fake = forward.translate_tensor(real)
+        yield [path for path, _, _ in batch], real, fake, back.translate_tensor(fake) if back is not None else None
+
+
 def _cycle_images(forward: Translator, back: Translator | None, images: Sequence[Path], folder: Path, out_dir: Path,
                   *, batch_size: int, bar) -> list[list]:
     """Translate and reconstruct ``images``; save the three versions; one table row per image."""
     rows = []
-    for batch in forward.batches(images, batch_size=batch_size):
-        real = torch.stack([tensor for _, tensor, _ in batch])
-        fake = forward.translate_tensor(real)
-        versions = {"real": real, "fake": fake}
-        if back is not None:
-            versions["rec"] = back.translate_tensor(fake)
-        for i, (path, _, _) in enumerate(batch):
+    for paths, real, fake, rec in cycle_batches(forward, back, images, batch_size=batch_size):
+        versions = {"real": real, "fake": fake, **({"rec": rec} if rec is not None else {})}
+        for i, path in enumerate(paths):
             stem = out_dir / path.relative_to(folder).with_suffix("")
-            saved = [save_image(to_image(images[i]), stem.with_name(f"{stem.name}_{kind}.png"))
-                     for kind, images in versions.items()]
+            saved = [save_image(to_image(tensors[i]), stem.with_name(f"{stem.name}_{kind}.png"))
+                     for kind, tensors in versions.items()]
             rows.append([str(path.relative_to(folder)), *saved])
-        bar.update(len(batch))
+        bar.update(len(paths))
     return sorted(rows, key=lambda row: row[0])
