@@ -1,17 +1,29 @@
 """The number to watch when anything in training changes: held-out ground-truth PSNR and SSIM.
 
-Trains the demo's fast recipe on the embedded demo task (photo -> "winter look", built from the
-photos inside scikit-image) for a fixed number of iterations, then scores G_A's translations of the
-held-out crops against their true winter look, next to doing nothing (the input itself):
+Two modes.
+
+One run (default): trains the demo's fast recipe on the demo task (photo -> "winter look", built from
+the photos inside scikit-image) for a fixed number of iterations, then scores G_A's translations of
+the held-out crops against their true winter look, next to doing nothing (the input itself):
 
     python benchmarks/learning.py                   # 600 iterations, about 2-3 minutes on 2 cores
     python benchmarks/learning.py --iters 1944      # the whole demo (8 epochs)
     python benchmarks/learning.py --option lr=0.0004
+
+Learning curves (--curve): for every task and recipe, trains for up to --minutes of wall-clock time
+and scores the held-out crops at fixed moments of training time (the scoring itself is not
+counted). Also computed: doing nothing, the ceiling of the best per-pixel colour mapping fitted to
+the ground truth itself, and the checkerboard test (the spectrum's peak at the upsampling strides, 2
+and 4 pixels) of the final translations. Writes curves.png, curves.json and a Markdown table:
+
+    python benchmarks/learning.py --curve                                  # both tasks, paper and fast, 10 min each
+    python benchmarks/learning.py --curve --tasks etching --recipes fast --minutes 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -20,12 +32,193 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 from cyclegan.checkpoint import load_generator  # noqa: E402
 from cyclegan.config import build_experiment  # noqa: E402
-from cyclegan.demo import FAST_RECIPE, build_demo_dataset, translate_test_crops  # noqa: E402
-from cyclegan.evaluate import psnr, ssim  # noqa: E402
+from cyclegan.demo import DEMO_OPTIONS, TASKS, build_demo_dataset, translate_test_crops  # noqa: E402
+from cyclegan.evaluate import colour_mapping_ceiling, periodic_peak, psnr, ssim  # noqa: E402
 from cyclegan.training import Trainer  # noqa: E402
+
+AT_64_PX = {"load_size": 72, "crop_size": 64, "num_threads": 0, "print_freq": 20, "display_freq": 100000,
+            "save_latest_freq": 100000, "save_epoch_freq": 1000}
+# What each curve trains. "paper" is the official recipe with the paper's 64-128 px generator; its
+# lr stays constant through the first 100 epochs, i.e. through the whole curve.
+CURVE_RUNS = {
+    "paper": {"recipe": "paper", "netG": "resnet_6blocks", **AT_64_PX},
+    "fast": {**DEMO_OPTIONS, **AT_64_PX},
+}
+MINUTE_MARKS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
+COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200)}
+
+
+def score(generator, dataroot: Path) -> dict[str, float]:
+    """Mean PSNR and SSIM of generator(a) against T(a) over the held-out crops."""
+    held_out = translate_test_crops(generator, dataroot)
+    return {"psnr_db": float(np.mean([psnr(t.fake, t.truth) for t in held_out])),
+            "ssim": float(np.mean([ssim(t.fake, t.truth) for t in held_out]))}
+
+
+def checkerboard(generator, dataroot: Path) -> dict[str, float]:
+    """The spectrum peak of the held-out translations at periods 2 and 4 (the upsampling strides)."""
+    fakes = torch.cat([t.fake for t in translate_test_crops(generator, dataroot)])
+    return {f"period_{p}": periodic_peak(fakes, p) for p in (2, 4)}
+
+
+def references(dataroot: Path) -> dict[str, float]:
+    """Doing nothing, and the per-pixel colour-mapping ceiling, on the held-out crops."""
+    held_out = translate_test_crops(lambda a: a, dataroot)
+    ceiling = colour_mapping_ceiling([t.real for t in held_out], [t.truth for t in held_out])
+    truth = torch.cat([t.truth for t in held_out])
+    return {"nothing_psnr_db": float(np.mean([psnr(t.real, t.truth) for t in held_out])),
+            "nothing_ssim": float(np.mean([ssim(t.real, t.truth) for t in held_out])),
+            "ceiling_psnr_db": ceiling["best_psnr_db"],
+            **{f"truth_checkerboard_period_{p}": periodic_peak(truth, p) for p in (2, 4)}}
+
+
+class Curve:
+    """The fit() callback: keeps the training clock and scores the generators at each mark."""
+
+    def __init__(self, dataroot: Path, marks_min: tuple[float, ...], limit_min: float):
+        self.dataroot, self.limit = dataroot, limit_min * 60
+        self.marks = [m * 60 for m in marks_min if m <= limit_min]
+        self.points: list[dict] = []
+        self.trained = 0.0
+        self.mark = time.perf_counter()
+
+    def generators(self, trainer: Trainer) -> dict[str, torch.nn.Module]:
+        nets = {"live": trainer.model.g_ab}
+        if trainer.ema:
+            nets["ema"] = trainer.ema["g_ab_ema"]
+        return nets
+
+    def record(self, trainer: Trainer) -> None:
+        point = {"minutes": self.trained / 60, "iters": trainer.total_iters}
+        for kind, net in self.generators(trainer).items():
+            was_training = net.training
+            net.eval()
+            point.update({f"{kind}_{k}": v for k, v in score(net, self.dataroot).items()})
+            net.train(was_training)
+        self.points.append(point)
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in point.items() if k not in ("iters",))
+        print(f"    {shown}", flush=True)
+
+    def __call__(self, trainer: Trainer) -> bool:
+        self.trained += time.perf_counter() - self.mark
+        while self.marks and self.trained >= self.marks[0]:
+            self.marks.pop(0)
+            self.record(trainer)
+        self.mark = time.perf_counter()
+        return self.trained >= self.limit
+
+
+def run_curve(task: str, recipe: str, dataroot: Path, workdir: Path, minutes: float, changes: dict) -> dict:
+    config = build_experiment({**CURVE_RUNS[recipe], "dataroot": str(dataroot), "checkpoints_dir": str(workdir),
+                               "name": f"{task}_{recipe}", **changes})
+    trainer = Trainer(config)
+    curve = Curve(dataroot, MINUTE_MARKS, minutes)
+    curve.record(trainer)  # at 0 minutes
+    curve.marks = [m for m in curve.marks if m > 0]
+    trainer.fit(show_progress=False, callback=curve)
+    if curve.points[-1]["iters"] != trainer.total_iters:
+        curve.record(trainer)  # the end of the run (or of the time limit)
+    final = load_generator(config.run_dir, "AtoB")  # what translate would use: the EMA when kept
+    return {"points": curve.points, "checkerboard": checkerboard(final, dataroot), "iters": trainer.total_iters,
+            "final": score(final, dataroot)}
+
+
+# ---- the plot -------------------------------------------------------------------------------------
+
+def plot_curves(results: dict, path: Path) -> Path:
+    """One panel per task: held-out PSNR against training minutes, with do-nothing and the ceiling."""
+    panel_w, panel_h, margin = 520, 360, 60
+    image = Image.new("RGB", (panel_w * len(results), panel_h + 40), "white")
+    draw = ImageDraw.Draw(image)
+    for i, (task, entry) in enumerate(results.items()):
+        left = i * panel_w + margin
+        right, top, bottom = (i + 1) * panel_w - 20, 40, panel_h - 10
+        ref = entry["references"]
+        curves = entry["recipes"]
+        values = [ref["nothing_psnr_db"], ref["ceiling_psnr_db"]] + [
+            p[k] for c in curves.values() for p in c["points"] for k in ("live_psnr_db", "ema_psnr_db") if k in p]
+        low, high = np.floor(min(values) - 1), np.ceil(max(values) + 1)
+        t_max = max([p["minutes"] for c in curves.values() for p in c["points"]] + [1.0])
+
+        def xy(minutes, db):
+            return (left + (right - left) * minutes / t_max, bottom - (bottom - top) * (db - low) / (high - low))
+
+        draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+        draw.text((left, 10), f"{task}: held-out PSNR (dB) vs training minutes", fill=(0, 0, 0))
+        for db in np.arange(low, high + 1e-9, max(1.0, np.ceil((high - low) / 8))):
+            draw.text((left - 40, xy(0, db)[1] - 6), f"{db:.0f}", fill=(0, 0, 0))
+        for minute in range(0, int(t_max) + 1, max(1, int(t_max) // 10)):
+            draw.text((xy(minute, low)[0] - 4, bottom + 4), str(minute), fill=(0, 0, 0))
+        for label, db, colour in (("do nothing", ref["nothing_psnr_db"], (120, 120, 120)),
+                                  ("per-pixel ceiling", ref["ceiling_psnr_db"], (40, 150, 40))):
+            draw.line([xy(0, db), xy(t_max, db)], fill=colour, width=1)
+            draw.text((xy(0, db)[0] + 4, xy(0, db)[1] - 12), f"{label} {db:.1f}", fill=colour)
+        for row, (recipe, curve) in enumerate(curves.items()):
+            colour = COLOURS.get(recipe, (0, 0, 0))
+            key = "ema_psnr_db" if "ema_psnr_db" in curve["points"][0] else "live_psnr_db"
+            draw.line([xy(p["minutes"], p[key]) for p in curve["points"]], fill=colour, width=2)
+            draw.text((right - 150, top + 6 + 14 * row), f"{recipe} ({key.split('_')[0]})", fill=colour)
+    image.save(path)
+    return path
+
+
+def markdown_table(results: dict) -> str:
+    lines = ["| task | recipe | PSNR at 2 min | PSNR at 10 min (end) | SSIM at end | do nothing | ceiling | "
+             "checkerboard p2 / p4 (truth) |", "|---|---|---|---|---|---|---|---|"]
+    for task, entry in results.items():
+        ref = entry["references"]
+        for recipe, curve in entry["recipes"].items():
+            key = "ema" if "ema_psnr_db" in curve["points"][0] else "live"
+            at2 = [p for p in curve["points"] if p["minutes"] <= 2.0 + 1e-6][-1]
+            end = curve["points"][-1]
+            cb = curve["checkerboard"]
+            lines.append(
+                f"| {task} | {recipe} | {at2[f'{key}_psnr_db']:.2f} dB ({at2['minutes']:.1f} min) | "
+                f"{end[f'{key}_psnr_db']:.2f} dB ({end['minutes']:.1f} min, {end['iters']} it) | {end[f'{key}_ssim']:.3f} | "
+                f"{ref['nothing_psnr_db']:.2f} dB | {ref['ceiling_psnr_db']:.2f} dB | {cb['period_2']:.1f} / "
+                f"{cb['period_4']:.1f} ({ref['truth_checkerboard_period_2']:.1f} / {ref['truth_checkerboard_period_4']:.1f}) |")
+    return "\n".join(lines)
+
+
+def curves_main(args, changes: dict) -> None:
+    args.output.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in args.tasks:
+            dataroot = build_demo_dataset(Path(tmp) / task / "data", task=task)
+            results[task] = {"references": references(dataroot), "recipes": {}}
+            print(f"{task}: {TASKS[task].description}; {results[task]['references']}", flush=True)
+            for recipe in args.recipes:
+                print(f"  {recipe}:", flush=True)
+                results[task]["recipes"][recipe] = run_curve(task, recipe, dataroot, Path(tmp) / task, args.minutes, changes)
+                (args.output / "curves.json").write_text(json.dumps(results, indent=1) + "\n")
+    plot = plot_curves(results, args.output / "curves.png")
+    table = markdown_table(results)
+    (args.output / "curves.md").write_text(table + "\n")
+    print(table)
+    print(f"plot: {plot}; numbers: {args.output / 'curves.json'}")
+
+
+def single_run_main(args, changes: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        dataroot = build_demo_dataset((args.data or Path(tmp)) / "data")
+        config = build_experiment({**DEMO_OPTIONS, "dataroot": str(dataroot), "checkpoints_dir": tmp, "name": "learning",
+                                   "max_iters": args.iters, **changes})
+        started = time.time()
+        Trainer(config).fit(show_progress=False)
+        minutes = (time.time() - started) / 60
+        held_out = translate_test_crops(load_generator(config.run_dir, "AtoB"), dataroot)
+    trained = {"psnr": np.mean([psnr(t.fake, t.truth) for t in held_out]), "ssim": np.mean([ssim(t.fake, t.truth) for t in held_out])}
+    nothing = {"psnr": np.mean([psnr(t.real, t.truth) for t in held_out]), "ssim": np.mean([ssim(t.real, t.truth) for t in held_out])}
+    print(f"{args.iters} iterations in {minutes:.1f} min ({', '.join(args.option) or 'the fast recipe'}), "
+          f"{len(held_out)} held-out crops:")
+    print(f"  trained:    PSNR {trained['psnr']:6.2f} dB   SSIM {trained['ssim']:.3f}")
+    print(f"  do nothing: PSNR {nothing['psnr']:6.2f} dB   SSIM {nothing['ssim']:.3f}")
 
 
 def main() -> None:
@@ -33,27 +226,14 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=600)
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a training option to change")
     parser.add_argument("--data", type=Path, default=None, help="where to build the demo data (default: a temporary folder)")
+    parser.add_argument("--curve", action="store_true", help="learning curves of several recipes on both tasks")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--recipes", nargs="+", default=list(CURVE_RUNS), choices=list(CURVE_RUNS))
+    parser.add_argument("--minutes", type=float, default=10.0, help="training time per curve")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/learning"))
     args = parser.parse_args()
-    changes = {}
-    for item in args.option:
-        key, _, value = item.partition("=")
-        changes[key] = value
-    with tempfile.TemporaryDirectory() as tmp:
-        dataroot = build_demo_dataset((args.data or Path(tmp)) / "data")
-        config = build_experiment({**FAST_RECIPE, "dataroot": str(dataroot), "checkpoints_dir": tmp, "name": "learning",
-                                   "max_iters": args.iters, **changes})
-        started = time.time()
-        Trainer(config).fit(show_progress=False)
-        minutes = (time.time() - started) / 60
-        held_out = translate_test_crops(load_generator(config.run_dir, "AtoB"), dataroot)
-    trained_psnr = np.mean([psnr(t.fake, t.truth) for t in held_out])
-    nothing_psnr = np.mean([psnr(t.real, t.truth) for t in held_out])
-    trained_ssim = np.mean([ssim(t.fake, t.truth) for t in held_out])
-    nothing_ssim = np.mean([ssim(t.real, t.truth) for t in held_out])
-    print(f"{args.iters} iterations in {minutes:.1f} min ({', '.join(args.option) or 'the fast recipe'}), "
-          f"{len(held_out)} held-out crops:")
-    print(f"  trained:    PSNR {trained_psnr:6.2f} dB   SSIM {trained_ssim:.3f}")
-    print(f"  do nothing: PSNR {nothing_psnr:6.2f} dB   SSIM {nothing_ssim:.3f}")
+    changes = dict(item.partition("=")[::2] for item in args.option)
+    (curves_main if args.curve else single_run_main)(args, changes)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ CHECKPOINT_VERSION = 1
 LATEST = "latest.safetensors"
 NETWORK_NAMES = ("g_ab", "g_ba", "d_a", "d_b")
 GENERATOR_FOR_DIRECTION = {"AtoB": "g_ab", "BtoA": "g_ba"}
+EMA_SUFFIX = "_ema"  # g_ab_ema, g_ba_ema: the moving averages of the generators (--ema_decay)
 
 
 class CheckpointError(ValueError):
@@ -180,11 +181,22 @@ def generator_for(model: ModelConfig, direction: str) -> nn.Module:
     return build_generator(model, in_channels=model.output_nc, out_channels=model.input_nc)
 
 
-def load_generator(path_or_run_dir: str | Path, direction: str = "AtoB", *, device: str | torch.device = "cpu") -> nn.Module:
-    """The trained generator for ``direction`` (AtoB = G_A, BtoA = G_B), in eval mode, no flags needed."""
+def generator_name(checkpoint: Checkpoint, direction: str, *, ema: bool = True) -> str:
+    """The stored network that translates ``direction``: its moving average when the run kept one."""
     if direction not in GENERATOR_FOR_DIRECTION:
         raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(GENERATOR_FOR_DIRECTION)}")
+    name = GENERATOR_FOR_DIRECTION[direction]
+    return name + EMA_SUFFIX if ema and checkpoint.has_network(name + EMA_SUFFIX) else name
+
+
+def load_generator(path_or_run_dir: str | Path, direction: str = "AtoB", *, device: str | torch.device = "cpu",
+                   ema: bool = True) -> nn.Module:
+    """The trained generator for ``direction`` (AtoB = G_A, BtoA = G_B), in eval mode, no flags needed.
+
+    A run trained with --ema_decay also holds the generators' moving averages; they are used unless
+    ``ema`` is False.
+    """
     checkpoint = Checkpoint(path_or_run_dir)
     net = generator_for(checkpoint.config.model, direction)
-    checkpoint.load_network(GENERATOR_FOR_DIRECTION[direction], net)
+    checkpoint.load_network(generator_name(checkpoint, direction, ema=ema), net)
     return net.to(device).eval()

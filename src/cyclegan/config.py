@@ -29,6 +29,22 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
+# A recipe is a bundle of option values, applied beneath the options given explicitly. ``paper`` is
+# the official math, unchanged; ``fast`` is the bundle measured to translate well in minutes
+# (benchmarks/learning.py --curve; the README's "Recipes" section gives the figures and reasons).
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "fast": {
+        "global_residual": True,  # starts as the identity: it scores the do-nothing PSNR at iteration 0
+        "upsample": "resize",  # no checkerboard from transposed convolutions
+        "norm_D": "none",  # discriminators that see absolute colour and brightness
+        "lambda_identity": 0.0,  # the identity start already keeps colours; the loss only slows the change
+        "lr_policy": "cosine",  # smooth, per-iteration decay to zero: short runs end settled
+        "warmup_iters": 100,  # ramp the lr in, so the first updates of the untrained D do not throw G off the identity
+        "ema_decay": 0.999,  # translate with the moving average of the generator weights
+    },
+}
+
 
 def option(default: Any, help: str, *, choices: tuple | None = None):
     """A dataclass field carrying its CLI help and choices."""
@@ -101,6 +117,9 @@ class DataConfig:
 class TrainConfig:
     """Losses, optimisation and the training loop."""
 
+    recipe: str = option("paper", "a bundle of defaults, beneath the options given: paper = the official recipe, "
+                         "unchanged; fast = global residual, resize upsampling, discriminators without norm, no "
+                         "identity loss, warm-up + cosine lr, generator EMA (README: Recipes)", choices=tuple(RECIPES))
     gan_mode: str = option("lsgan", "GAN objective: lsgan = least squares (paper), vanilla = cross-entropy, wgangp = "
                            "Wasserstein with gradient penalty (lambda_gp)", choices=GAN_MODES)
     lambda_A: float = option(10.0, "weight of the cycle loss A -> B -> A")
@@ -115,7 +134,14 @@ class TrainConfig:
         "linear",
         "linear: constant for n_epochs, then linearly to zero over n_epochs_decay; step: x0.1 every lr_decay_iters "
         "epochs; plateau: x0.2 once the epoch's mean cycle loss (cycle_A + cycle_B) has not improved by 1%% for 5 "
-        "epochs; cosine: half a cosine down to zero over n_epochs + n_epochs_decay", choices=LR_POLICIES)
+        "epochs; cosine: half a cosine down to zero over n_epochs + n_epochs_decay, updated every iteration", choices=LR_POLICIES)
+    warmup_iters: int = option(0, "raise the lr linearly from 0 over this many first iterations (0 = none, the paper)")
+    lambda_identity_decay_iters: int = option(
+        0, "lower the identity-loss weight linearly from lambda_identity to 0 over this many iterations (0 = constant, "
+           "the paper): colours are held early, and the generator is free to change them later")
+    ema_decay: float = option(
+        0.0, "keep an exponential moving average of the generator weights (decay per iteration, e.g. 0.999; warmed up "
+             "as min(decay, (1 + n) / (10 + n)) at iteration n) and translate, test and evaluate with it; 0 = off (the paper)")
     lr_decay_iters: int = option(50, "step policy: multiply the lr by 0.1 every this many epochs (the official name; it counts epochs)")
     n_epochs: int = option(100, "epochs at the initial learning rate")
     n_epochs_decay: int = option(100, "epochs over which the learning rate decays linearly to zero")
@@ -219,6 +245,11 @@ def flatten_config_dict(data: dict[str, Any]) -> dict[str, Any]:
 
 def build_experiment(flat: dict[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:
     """Apply flat official-named options on top of ``base`` (defaults when None), checking each."""
+    if base is None:
+        recipe = flat.get("recipe", ExperimentConfig().train.recipe)
+        if recipe not in RECIPES:
+            raise ValueError(f"option 'recipe' must be one of {', '.join(RECIPES)}; got {recipe!r}")
+        flat = {**RECIPES[recipe], **flat}
     base = base or ExperimentConfig()
     parts: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     top: dict[str, Any] = {}
@@ -274,10 +305,13 @@ def validate(config: ExperimentConfig) -> None:
             raise ValueError(f"option {key!r} must be at least 1, got {value}")
     non_negative = {"pool_size": t.pool_size, "max_iters": t.max_iters, "num_threads": d.num_threads,
                     "max_dataset_size": d.max_dataset_size, "n_epochs": t.n_epochs,
-                    "n_epochs_decay": t.n_epochs_decay, "lambda_identity": t.lambda_identity}
+                    "n_epochs_decay": t.n_epochs_decay, "lambda_identity": t.lambda_identity,
+                    "warmup_iters": t.warmup_iters, "lambda_identity_decay_iters": t.lambda_identity_decay_iters}
     for key, value in non_negative.items():
         if value < 0:
             raise ValueError(f"option {key!r} must not be negative, got {value}")
+    if not 0 <= t.ema_decay < 1:
+        raise ValueError(f"option 'ema_decay' must be in [0, 1), got {t.ema_decay}")
     if t.n_epochs + t.n_epochs_decay < 1:
         raise ValueError("n_epochs + n_epochs_decay must be at least 1")
     if d.preprocess == "resize_and_crop" and d.crop_size > d.load_size:

@@ -6,6 +6,7 @@ computed in float64 NumPy from (N, D) feature arrays.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -55,6 +56,75 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> float:
     c1, c2 = SSIM_K1**2, SSIM_K2**2
     index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return float(index.mean())
+
+
+def _pixels(images: list[torch.Tensor]) -> np.ndarray:
+    """(N pixels, C) float64 in [0, 1] from (1, C, H, W) or (C, H, W) tensors in [-1, 1]."""
+    return np.concatenate([_unit(x).permute(0, 2, 3, 1).reshape(-1, _unit(x).shape[1]).numpy() for x in images])
+
+
+def _mean_psnr(predicted: np.ndarray, truths: list[torch.Tensor]) -> float:
+    """Mean over images of the PSNR of ``predicted`` pixels (in the order of ``_pixels``) against ``truths``."""
+    scores, start = [], 0
+    for truth in truths:
+        target = _unit(truth).permute(0, 2, 3, 1).reshape(-1, _unit(truth).shape[1]).numpy()
+        mse = float(((np.clip(predicted[start:start + len(target)], 0, 1) - target) ** 2).mean())
+        scores.append(math.inf if mse == 0 else 10 * math.log10(1.0 / mse))
+        start += len(target)
+    return float(np.mean(scores))
+
+
+def _cubic_features(x: np.ndarray) -> np.ndarray:
+    """1 and every monomial of the channels up to degree 3: (N, 20) for RGB."""
+    columns = [np.ones(len(x))]
+    channels = range(x.shape[1])
+    for degree in (1, 2, 3):
+        for combo in itertools.combinations_with_replacement(channels, degree):
+            columns.append(np.prod(x[:, combo], axis=1))
+    return np.stack(columns, axis=1)
+
+
+def colour_mapping_ceiling(inputs: list[torch.Tensor], truths: list[torch.Tensor], *, bins: int = 32) -> dict[str, float]:
+    """How well the best per-pixel colour mapping, fitted to the truth itself, can do (mean PSNR, dB).
+
+    Two fits of output colour as a function of input colour alone: a 3-D lookup table (the mean
+    truth colour of every input colour cell, ``bins`` per channel) and a least-squares cubic
+    polynomial. ``best`` is the better of the two. A translation that needs neighbourhoods (blur,
+    edges, texture) cannot be reached by any per-pixel mapping, so this is a ceiling only for the
+    per-pixel part of the task.
+    """
+    x, y = _pixels(inputs), _pixels(truths)
+    cells = np.minimum((x * bins).astype(np.int64), bins - 1)
+    cell = np.ravel_multi_index(tuple(cells.T), (bins,) * x.shape[1])
+    counts = np.bincount(cell, minlength=bins ** x.shape[1])
+    table = np.stack([np.bincount(cell, weights=y[:, c], minlength=len(counts)) for c in range(y.shape[1])], axis=1)
+    lut = table[cell] / counts[cell, None]
+    features = _cubic_features(x)
+    coefficients, *_ = np.linalg.lstsq(features, y, rcond=None)
+    scores = {"lut_psnr_db": _mean_psnr(lut, truths), "cubic_psnr_db": _mean_psnr(features @ coefficients, truths)}
+    return {**scores, "best_psnr_db": max(scores.values())}
+
+
+def periodic_peak(images: torch.Tensor, period: int, *, neighbourhood: int = 2) -> float:
+    """How far the power spectrum stands out at 1/``period`` cycles per pixel: the checkerboard test.
+
+    The power of mean-free, Hann-windowed images (N, C, H, W in [-1, 1]), averaged over images and
+    channels, is taken at the three frequencies of a pattern repeating every ``period`` pixels
+    (vertical, horizontal, diagonal), each divided by the median power of the surrounding
+    (2 * neighbourhood + 1)^2 - 1 frequencies. Natural images give about 1; the checkerboard of a
+    stride-``period`` transposed convolution gives a peak well above it. Returns the largest of the three.
+    """
+    x = _unit(images)
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    h, w = x.shape[-2:]
+    window = torch.hann_window(h, periodic=False, dtype=x.dtype)[:, None] * torch.hann_window(w, periodic=False, dtype=x.dtype)
+    power = (torch.fft.fft2(x * window).abs() ** 2).mean(dim=(0, 1)).numpy()
+    ratios = []
+    for fy, fx in ((h // period, 0), (0, w // period), (h // period, w // period)):
+        around = np.roll(power, (neighbourhood - fy, neighbourhood - fx), axis=(0, 1))[:2 * neighbourhood + 1, :2 * neighbourhood + 1]
+        others = np.delete(around.ravel(), around.size // 2)
+        ratios.append(float(power[fy, fx] / max(np.median(others), 1e-30)))
+    return max(ratios)
 
 
 # ---- feature distributions ------------------------------------------------------------------------

@@ -25,13 +25,35 @@ def step_factor(epoch: int, *, lr_decay_iters: int) -> float:
     return STEP_GAMMA ** ((epoch - 1) // lr_decay_iters)
 
 
-def cosine_factor(epoch: int, *, total_epochs: int) -> float:
+def cosine_factor(epoch: float, *, total_epochs: int) -> float:
     """Half a cosine from 1 down to 0 over the whole run (n_epochs + n_epochs_decay epochs).
+
+    ``epoch`` may be fractional (epoch 2.5 is half way through the second), so the trainer lowers
+    the lr at every iteration, which matters in runs of a few epochs.
 
     The official code anneals over n_epochs only, after which the closed-form cosine climbs back up
     during the decay epochs; here it reaches zero at the end of the run instead.
     """
     return 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / total_epochs))
+
+
+def warmup_factor(iteration: int, *, warmup_iters: int) -> float:
+    """(iteration + 1) / warmup_iters for the first warmup_iters updates (counted from 0), then 1."""
+    return 1.0 if iteration >= warmup_iters else (iteration + 1) / warmup_iters
+
+
+def linear_decay(iteration: int, *, decay_iters: int) -> float:
+    """1 - iteration / decay_iters, down to 0 and staying there; 1 throughout when decay_iters is 0."""
+    return 1.0 if decay_iters <= 0 else max(0.0, 1.0 - iteration / decay_iters)
+
+
+def ema_weight(iteration: int, *, decay: float) -> float:
+    """The EMA decay used at ``iteration`` (from 0): min(decay, (1 + n) / (10 + n)).
+
+    Early on the average then spans about the last tenth of the run instead of being dominated by
+    the initial weights, which matters in short runs.
+    """
+    return min(decay, (1.0 + iteration) / (10.0 + iteration))
 
 
 @dataclass

@@ -18,19 +18,20 @@ and the mirror images ``G_B``, ``D_B`` (d_a), ``cycle_B``, ``idt_B``.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import random
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import LATEST, NETWORK_NAMES, Checkpoint, save_checkpoint
+from .checkpoint import EMA_SUFFIX, LATEST, NETWORK_NAMES, Checkpoint, save_checkpoint
 from .config import ExperimentConfig, build_experiment
 from .data import Preprocess, UnpairedDataset, unpaired_dataset_from_folders
 from .devices import autocast, check_precision, memory_format, pick_device
@@ -38,7 +39,7 @@ from .gallery import write_training_page
 from .image_pool import ImagePool
 from .losses import GANLoss, cycle_loss, gradient_penalty, identity_loss
 from .models import build_discriminator, build_generator
-from .schedules import Plateau, cosine_factor, linear_factor, step_factor
+from .schedules import Plateau, cosine_factor, ema_weight, linear_decay, linear_factor, step_factor, warmup_factor
 from .tracking import MetricsLog, TensorBoardLog, atomic_write_text, format_losses, image_grid, progress
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,11 @@ class NonFiniteLossError(ValueError):
     """A loss became NaN or infinite; the message says where and what to do."""
 
 
-# lr multiplier while training epoch ``epoch`` (from 1) of a run of ``total`` epochs; plateau is stateful.
+# lr multiplier while training epoch ``epoch`` (from 1; fractional within the epoch) of a run of
+# ``total`` epochs; plateau is stateful. linear and step keep the official once-per-epoch steps.
 LR_FACTORS = {
-    "linear": lambda epoch, t, total: linear_factor(epoch, n_epochs=t.n_epochs, n_epochs_decay=t.n_epochs_decay),
-    "step": lambda epoch, t, total: step_factor(epoch, lr_decay_iters=t.lr_decay_iters),
+    "linear": lambda epoch, t, total: linear_factor(int(epoch), n_epochs=t.n_epochs, n_epochs_decay=t.n_epochs_decay),
+    "step": lambda epoch, t, total: step_factor(int(epoch), lr_decay_iters=t.lr_decay_iters),
     "cosine": lambda epoch, t, total: cosine_factor(epoch, total_epochs=total),
 }
 
@@ -193,6 +195,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest kernels once
         seed_everything(t.seed)
         self.model = build_cyclegan(config).to(self.device, memory_format=self.memory_format)
+        # The generators' moving averages (--ema_decay), used for translation; never trained directly.
+        self.ema = {f"{name}{EMA_SUFFIX}": copy.deepcopy(getattr(self.model, name)).requires_grad_(False)
+                    for name in ("g_ab", "g_ba")} if t.ema_decay > 0 else {}
         self.opt_g = self._adam(itertools.chain(self.model.g_ab.parameters(), self.model.g_ba.parameters()))
         self.opt_d = self._adam(itertools.chain(self.model.d_a.parameters(), self.model.d_b.parameters()))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
@@ -209,6 +214,8 @@ class Trainer:
         self.plateau = Plateau()  # the plateau lr policy's state, driven by the epoch's mean cycle loss
         self.epoch_cycle_loss: list = [0.0, 0]  # sum of cycle_A + cycle_B over this epoch (a tensor), and the count
         self.best: float | None = None  # the best --keep_best value so far
+        self.callback: Callable[["Trainer"], bool] | None = None
+        self.iters_per_epoch = 0  # known once fit() has the dataset; makes the cosine lr move within an epoch
         self.set_learning_rate()
 
     def _adam(self, params) -> torch.optim.Adam:
@@ -229,8 +236,25 @@ class Trainer:
             images = self.model.translate_both(real_a, real_b)
         losses = {**self.generator_step(images), **self.discriminator_step(images)}
         self.scaler.update()
+        self.update_ema()
         self.last_images = {k: v[0].detach() for k, v in images.items()}
         return {name: losses[name].detach() for name in LOSS_NAMES}
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema <- w * ema + (1 - w) * generator, w = ema_weight(total_iters)."""
+        if not self.ema:
+            return
+        w = ema_weight(self.total_iters, decay=self.config.train.ema_decay)
+        for name, average in self.ema.items():
+            live = getattr(self.model, name[: -len(EMA_SUFFIX)])
+            torch._foreach_lerp_(list(average.parameters()), list(live.parameters()), 1.0 - w)
+            for kept, current in zip(average.buffers(), live.buffers()):
+                kept.copy_(current)
+
+    def networks(self) -> dict[str, nn.Module]:
+        """Every network a checkpoint holds: the four trained ones and the generator averages."""
+        return {**self.model.networks(), **self.ema}
 
     def generator_step(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Update g_ab and g_ba on all their losses; the discriminators get no gradient."""
@@ -281,16 +305,27 @@ class Trainer:
         return self.config.train.n_epochs + self.config.train.n_epochs_decay
 
     def learning_rate(self) -> float:
+        """The lr of the next update: the policy's factor, times the warm-up ramp."""
         t = self.config.train
+        warmup = warmup_factor(self.total_iters, warmup_iters=t.warmup_iters)
         if t.lr_policy == "plateau":
-            return t.lr * self.plateau.factor
-        return t.lr * LR_FACTORS[t.lr_policy](self.epoch, t, self.total_epochs)
+            return t.lr * self.plateau.factor * warmup
+        epoch = self.epoch + (self.epoch_iter / self.iters_per_epoch if self.iters_per_epoch else 0.0)
+        return t.lr * LR_FACTORS[t.lr_policy](epoch, t, self.total_epochs) * warmup
+
+    @property
+    def used_lr(self) -> float:
+        """The lr of the latest update (``learning_rate`` already looks at the next one)."""
+        return self.opt_g.param_groups[0]["lr"]
 
     def set_learning_rate(self) -> None:
+        """Set the lr and the identity-loss weight for the next update (both may change every iteration)."""
         lr = self.learning_rate()
         for optimizer in (self.opt_g, self.opt_d):
             for group in optimizer.param_groups:
                 group["lr"] = lr
+        t = self.config.train
+        self.model.lambda_identity = t.lambda_identity * linear_decay(self.total_iters, decay_iters=t.lambda_identity_decay_iters)
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -334,7 +369,7 @@ class Trainer:
 
     def save(self, path: str | Path, *, with_training_state: bool = True) -> Path:
         return save_checkpoint(
-            path, config=self.config, networks=self.model.networks(), info=self.info(),
+            path, config=self.config, networks=self.networks(), info=self.info(),
             training_state=self.state_dict() if with_training_state else None,
         )
 
@@ -353,7 +388,7 @@ class Trainer:
         overrides.update(name=run_dir.name, checkpoints_dir=str(run_dir.parent))
         config = build_experiment({k: v for k, v in overrides.items() if k not in refused}, base=checkpoint.config)
         trainer = cls(config, device=device)
-        for name, net in trainer.model.networks().items():
+        for name, net in trainer.networks().items():
             checkpoint.load_network(name, net)
         trainer.load_state_dict(checkpoint.training_state())
         return trainer
@@ -396,9 +431,16 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.config.train.seed + self.epoch),
         )
 
-    def fit(self, dataset: UnpairedDataset | None = None, *, show_progress: bool = True) -> Path:
-        """Train until the last epoch (or ``max_iters``); returns the run folder."""
+    def fit(self, dataset: UnpairedDataset | None = None, *, show_progress: bool = True,
+            callback: Callable[["Trainer"], bool] | None = None) -> Path:
+        """Train until the last epoch (or ``max_iters``); returns the run folder.
+
+        ``callback(trainer)`` runs after every iteration; when it returns True the run stops there,
+        saving a resumable checkpoint as at ``max_iters``.
+        """
         dataset = dataset if dataset is not None else self.make_dataset()
+        self.callback = callback
+        self.iters_per_epoch = -(-len(dataset) // self.config.train.batch_size)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.run_dir.glob(".*.tmp-*"):  # the half-written file of a killed save
             stale.unlink(missing_ok=True)
@@ -432,12 +474,12 @@ class Trainer:
                      show_progress: bool) -> bool:
         """Train the rest of the current epoch; False when the run must stop early."""
         t = self.config.train
-        self.set_learning_rate()
         loader = self._loader(dataset)
         batches = -(-len(dataset) // t.batch_size)
         bar = progress(loader, total=batches, initial=self.epoch_iter, enabled=show_progress,
                        description=f"epoch {self.epoch}/{self.total_epochs}")
         for batch in bar:
+            self.set_learning_rate()
             losses = self.train_step_tensors(batch["A"], batch["B"])
             self.epoch_cycle_loss = [self.epoch_cycle_loss[0] + (losses["cycle_A"] + losses["cycle_B"]).float(),
                                      self.epoch_cycle_loss[1] + 1]
@@ -492,7 +534,7 @@ class Trainer:
         higher = metric.endswith(HIGHER_IS_BETTER)
         if self.best is None or (value > self.best if higher else value < self.best):
             self.best = value
-            save_checkpoint(self.run_dir / "best.safetensors", config=self.config, networks=self.model.networks(),
+            save_checkpoint(self.run_dir / "best.safetensors", config=self.config, networks=self.networks(),
                             info={**self.info(), "best": {metric: value}})
             log.info("new best %s %.4g: saved %s", metric, value, self.run_dir / "best.safetensors")
 
@@ -511,9 +553,9 @@ class Trainer:
             losses = {name: value for name, value in zip(loss_tensors, torch.stack(list(loss_tensors.values())).tolist())}
             bar.set_postfix(format_losses(losses), refresh=False)
             metrics.append({"iter": self.total_iters, "epoch": self.epoch, "epoch_iter": self.epoch_iter,
-                            "lr": self.learning_rate(), "time": time.time(), **losses})
+                            "lr": self.used_lr, "time": time.time(), **losses})
             if self.tensorboard is not None:
-                self.tensorboard.scalars(self.total_iters, {**losses, "lr": self.learning_rate()})
+                self.tensorboard.scalars(self.total_iters, {**losses, "lr": self.used_lr})
         if self.total_iters % t.display_freq == 0:
             self.save_samples()
         if self.total_iters % t.save_latest_freq == 0:
@@ -521,6 +563,9 @@ class Trainer:
 
     def _must_stop(self, interrupt: "_InterruptToSave") -> bool:
         max_iters = self.config.train.max_iters
+        if self.callback is not None and self.callback(self):
+            self.save(self.run_dir / LATEST)
+            return True
         if max_iters and self.total_iters >= max_iters:
             self.save(self.run_dir / LATEST)
             log.info("reached max_iters=%d; resume with: cyclegan train --resume %s", max_iters, self.run_dir)
