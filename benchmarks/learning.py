@@ -38,7 +38,8 @@ from PIL import Image, ImageDraw  # noqa: E402
 from cyclegan.checkpoint import load_generator  # noqa: E402
 from cyclegan.config import build_experiment  # noqa: E402
 from cyclegan.demo import DEMO_OPTIONS, TASKS, build_demo_dataset, translate_test_crops  # noqa: E402
-from cyclegan.evaluate import colour_mapping_ceiling, periodic_peak, psnr, ssim  # noqa: E402
+from cyclegan.data import find_images, load_image  # noqa: E402
+from cyclegan.evaluate import colour_distribution_transfer, colour_mapping_ceiling, periodic_peak, psnr, ssim  # noqa: E402
 from cyclegan.training import Trainer  # noqa: E402
 
 AT_64_PX = {"load_size": 72, "crop_size": 64, "num_threads": 0, "print_freq": 20, "display_freq": 100000,
@@ -66,14 +67,33 @@ def checkerboard(generator, dataroot: Path) -> dict[str, float]:
     return {f"period_{p}": periodic_peak(fakes, p) for p in (2, 4)}
 
 
+def domain_pixels(folder: Path, count: int = 300_000, seed: int = 0) -> np.ndarray:
+    """A random sample of the colours of every image in ``folder``: (count, 3) in [0, 1]."""
+    pixels = np.concatenate([np.asarray(load_image(p).convert("RGB"), dtype=np.float64).reshape(-1, 3) / 255
+                             for p in find_images(folder)])
+    return pixels[np.random.default_rng(seed).choice(len(pixels), min(count, len(pixels)), replace=False)]
+
+
+def unpaired_colour_transfer(dataroot: Path, held_out) -> float:
+    """Mean held-out PSNR of the colour distribution transfer fitted from trainA's colours to trainB's."""
+    transfer = colour_distribution_transfer(domain_pixels(dataroot / "trainA"), domain_pixels(dataroot / "trainB", seed=1))
+    scores = []
+    for t in held_out:
+        pixels = (t.real[0].permute(1, 2, 0).reshape(-1, 3).double().numpy() + 1) / 2
+        mapped = torch.from_numpy(transfer(pixels)).T.reshape(t.real.shape) * 2 - 1
+        scores.append(psnr(mapped, t.truth))
+    return float(np.mean(scores))
+
+
 def references(dataroot: Path) -> dict[str, float]:
-    """Doing nothing, and the per-pixel colour-mapping ceiling, on the held-out crops."""
+    """Doing nothing, the per-pixel colour-mapping ceiling and the unpaired colour transfer, on the held-out crops."""
     held_out = translate_test_crops(lambda a: a, dataroot)
     ceiling = colour_mapping_ceiling([t.real for t in held_out], [t.truth for t in held_out])
     truth = torch.cat([t.truth for t in held_out])
     return {"nothing_psnr_db": float(np.mean([psnr(t.real, t.truth) for t in held_out])),
             "nothing_ssim": float(np.mean([ssim(t.real, t.truth) for t in held_out])),
             "ceiling_psnr_db": ceiling["best_psnr_db"],
+            "unpaired_transfer_psnr_db": unpaired_colour_transfer(dataroot, held_out),
             **{f"truth_checkerboard_period_{p}": periodic_peak(truth, p) for p in (2, 4)}}
 
 
@@ -140,7 +160,7 @@ def plot_curves(results: dict, path: Path) -> Path:
         right, top, bottom = (i + 1) * panel_w - 20, 40, panel_h - 10
         ref = entry["references"]
         curves = entry["recipes"]
-        values = [ref["nothing_psnr_db"], ref["ceiling_psnr_db"]] + [
+        values = [ref["nothing_psnr_db"], ref["ceiling_psnr_db"], ref["unpaired_transfer_psnr_db"]] + [
             p[k] for c in curves.values() for p in c["points"] for k in ("live_psnr_db", "ema_psnr_db") if k in p]
         low, high = np.floor(min(values) - 1), np.ceil(max(values) + 1)
         t_max = max([p["minutes"] for c in curves.values() for p in c["points"]] + [1.0])
@@ -155,7 +175,8 @@ def plot_curves(results: dict, path: Path) -> Path:
         for minute in range(0, int(t_max) + 1, max(1, int(t_max) // 10)):
             draw.text((xy(minute, low)[0] - 4, bottom + 4), str(minute), fill=(0, 0, 0))
         for label, db, colour in (("do nothing", ref["nothing_psnr_db"], (120, 120, 120)),
-                                  ("per-pixel ceiling", ref["ceiling_psnr_db"], (40, 150, 40))):
+                                  ("per-pixel ceiling (fitted to the truth)", ref["ceiling_psnr_db"], (40, 150, 40)),
+                                  ("unpaired colour transfer", ref["unpaired_transfer_psnr_db"], (150, 100, 20))):
             draw.line([xy(0, db), xy(t_max, db)], fill=colour, width=1)
             draw.text((xy(0, db)[0] + 4, xy(0, db)[1] - 12), f"{label} {db:.1f}", fill=colour)
         for row, (recipe, curve) in enumerate(curves.items()):
@@ -169,7 +190,7 @@ def plot_curves(results: dict, path: Path) -> Path:
 
 def markdown_table(results: dict) -> str:
     lines = ["| task | recipe | PSNR at 2 min | PSNR at 10 min (end) | SSIM at end | do nothing | ceiling | "
-             "checkerboard p2 / p4 (truth) |", "|---|---|---|---|---|---|---|---|"]
+             "unpaired colour transfer | checkerboard p2 / p4 (truth) |", "|---|---|---|---|---|---|---|---|---|"]
     for task, entry in results.items():
         ref = entry["references"]
         for recipe, curve in entry["recipes"].items():
@@ -180,7 +201,7 @@ def markdown_table(results: dict) -> str:
             lines.append(
                 f"| {task} | {recipe} | {at2[f'{key}_psnr_db']:.2f} dB ({at2['minutes']:.1f} min) | "
                 f"{end[f'{key}_psnr_db']:.2f} dB ({end['minutes']:.1f} min, {end['iters']} it) | {end[f'{key}_ssim']:.3f} | "
-                f"{ref['nothing_psnr_db']:.2f} dB | {ref['ceiling_psnr_db']:.2f} dB | {cb['period_2']:.1f} / "
+                f"{ref['nothing_psnr_db']:.2f} dB | {ref['ceiling_psnr_db']:.2f} dB | {ref['unpaired_transfer_psnr_db']:.2f} dB | {cb['period_2']:.1f} / "
                 f"{cb['period_4']:.1f} ({ref['truth_checkerboard_period_2']:.1f} / {ref['truth_checkerboard_period_4']:.1f}) |")
     return "\n".join(lines)
 
@@ -189,6 +210,7 @@ def curves_main(args, changes: dict) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = args.data or tmp  # --data keeps the data and the runs for a look afterwards
         for task in args.tasks:
             dataroot = build_demo_dataset(Path(tmp) / task / "data", task=task)
             results[task] = {"references": references(dataroot), "recipes": {}}
@@ -225,7 +247,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=600)
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a training option to change")
-    parser.add_argument("--data", type=Path, default=None, help="where to build the demo data (default: a temporary folder)")
+    parser.add_argument("--data", type=Path, default=None, help="where to build the data (and, with --curve, keep the runs; default: a temporary folder)")
     parser.add_argument("--curve", action="store_true", help="learning curves of several recipes on both tasks")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--recipes", nargs="+", default=list(CURVE_RUNS), choices=list(CURVE_RUNS))

@@ -105,6 +105,42 @@ def colour_mapping_ceiling(inputs: list[torch.Tensor], truths: list[torch.Tensor
     return {**scores, "best_psnr_db": max(scores.values())}
 
 
+def colour_distribution_transfer(source: np.ndarray, target: np.ndarray, *, iterations: int = 30, quantiles: int = 1001,
+                                 seed: int = 0):
+    """Fit the iterative distribution transfer of Pitie et al. (2005) from ``source`` colours to
+    ``target`` colours ((N, C) arrays in [0, 1], unpaired) and return the fitted mapping.
+
+    Each round rotates colour space at random and matches every rotated axis's 1-D distribution by
+    quantiles. It uses only the two colour distributions, as an unpaired method must: applied to
+    held-out inputs, it shows how far matching the domains' colours can get on a task (the unpaired
+    reference of benchmarks/learning.py).
+    """
+    rng = np.random.default_rng(seed)
+    levels = np.linspace(0.0, 1.0, quantiles)
+    steps = []  # (rotation, per-axis (source quantiles, target quantiles))
+    current = np.asarray(source, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    for _ in range(iterations):
+        rotation, _ = np.linalg.qr(rng.normal(size=(current.shape[1],) * 2))
+        rotated, rotated_target = current @ rotation, target @ rotation
+        axes = [(np.quantile(rotated[:, k], levels), np.quantile(rotated_target[:, k], levels)) for k in range(rotated.shape[1])]
+        for k, (from_q, to_q) in enumerate(axes):
+            rotated[:, k] = np.interp(rotated[:, k], from_q, to_q)
+        current = rotated @ rotation.T
+        steps.append((rotation, axes))
+
+    def apply(pixels: np.ndarray) -> np.ndarray:
+        out = np.asarray(pixels, dtype=np.float64)
+        for rotation, axes in steps:
+            rotated = out @ rotation
+            for k, (from_q, to_q) in enumerate(axes):
+                rotated[:, k] = np.interp(rotated[:, k], from_q, to_q)
+            out = rotated @ rotation.T
+        return np.clip(out, 0.0, 1.0)
+
+    return apply
+
+
 def periodic_peak(images: torch.Tensor, period: int, *, neighbourhood: int = 2) -> float:
     """How far the power spectrum stands out at 1/``period`` cycles per pixel: the checkerboard test.
 
