@@ -45,3 +45,18 @@ def tiny_config(dataroot: Path, tmp_path: Path):
         return build_experiment(options)
 
     return make
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium driven by playwright (never ``playwright install``); skipped, saying why, without it."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"no {CHROMIUM}: install it with 'apt-get install chromium' to run the browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev extra; make test installs it")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        yield browser
+        browser.close()

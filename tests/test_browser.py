@@ -8,24 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from cyclegan import cli
 from cyclegan.checkpoint import LATEST
 from cyclegan.training import Trainer
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"no {CHROMIUM}: install it with 'apt-get install chromium' to run the browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev extra; make test installs it")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
-        yield browser
-        browser.close()
 
 
 def open_page(browser, path: Path) -> dict:

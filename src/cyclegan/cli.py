@@ -80,20 +80,25 @@ def add_train_parser(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     options = load_config_file(args.config) if args.config else {}
     options.update(given_options(args, TRAIN_ONLY_FLAGS))
+    from .distributed import close_distributed, init_distributed
     from .training import Trainer
 
     run_dir = _resume_dir(args, options)
+    distributed = init_distributed(options.get("device", "auto"))
+    if not distributed.is_main:  # one voice: the other ranks report only problems
+        logging.getLogger().setLevel(logging.WARNING)
     if run_dir is not None:
-        trainer = Trainer.resume(run_dir, overrides=options)
+        trainer = Trainer.resume(run_dir, overrides=options, distributed=distributed)
         log.info("resuming %s at epoch %d, iteration %d", run_dir, trainer.epoch, trainer.total_iters)
     else:
         config = build_experiment(options)
         if (config.run_dir / "latest.safetensors").exists():
             raise CommandError(f"run folder {config.run_dir} already holds a checkpoint; continue it with "
                                f"--resume {config.run_dir}, or choose another --name")
-        trainer = Trainer(config)
+        trainer = Trainer(config, distributed=distributed)
     log.info("training on %s; run folder %s", trainer.device, trainer.run_dir)
-    trainer.fit(show_progress=not args.quiet)
+    trainer.fit(show_progress=not args.quiet and distributed.is_main)
+    close_distributed(distributed)
     log.info("done: checkpoints, metrics.jsonl and samples/ are in %s", trainer.run_dir)
     return 0
 
@@ -111,7 +116,7 @@ def _resume_dir(args: argparse.Namespace, options: dict[str, Any]) -> Path | Non
 
 def add_demo_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="build the embedded demo dataset, train on it, report PSNR",
-                              description="Train the fast recipe on the embedded demo data (made from photos that "
+                              description="Train --recipe fast on the embedded demo data (made from photos that "
                                           "ship inside scikit-image) and compare it with doing nothing.")
     p.add_argument("--output", type=Path, default=Path("demo"), help="folder for the dataset and the run (default: demo)")
     p.add_argument("--iters", type=int, default=None, help="training iterations (default: the demo's own)")
@@ -133,8 +138,8 @@ DEFAULT_TILE, DEFAULT_OVERLAP, TILE_STATS = 1024, 64, ("exact", "estimate")
 OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
 
 
-def add_inference_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_OR_FILE",
+def add_inference_flags(p: argparse.ArgumentParser, *, checkpoint_required: bool = True) -> None:
+    p.add_argument("--checkpoint", type=Path, required=checkpoint_required, metavar="RUN_OR_FILE",
                    help="a run folder (its latest.safetensors) or a .safetensors checkpoint file")
     p.add_argument("--batch_size", type=int, default=None,
                    help="images of one size translated together (default: 4 on CUDA; 1 on a CPU, where batches of 4 "
@@ -179,12 +184,16 @@ def add_translate_parser(subparsers) -> None:
     p.add_argument("--on_bad_image", choices=("fail", "skip"), default="fail",
                    help="an input that cannot be read: fail = stop with its name and problem; skip = leave it out, "
                         "say so, and list them all at the end (default: fail)")
-    add_inference_flags(p)
+    p.add_argument("--onnx", type=Path, default=None, metavar="FILE",
+                   help="translate with an exported ONNX generator run by onnxruntime instead of --checkpoint "
+                        "(cyclegan export; needs pip install 'cyclegan[export]'); tiles of images above --tile then "
+                        "get their own instance-norm statistics")
+    add_inference_flags(p, checkpoint_required=False)
     p.set_defaults(handler=run_translate)
 
 
 def run_translate(args: argparse.Namespace) -> int:
-    from .translate import Resize, Translator, plan_outputs
+    from .translate import Resize, plan_outputs
 
     if args.resize and args.load_size:
         raise CommandError("give --resize or --load_size, not both")
@@ -192,7 +201,7 @@ def run_translate(args: argparse.Namespace) -> int:
     jobs = plan_outputs(args.inputs, args.output, format=args.format)
     if args.skip_existing:
         jobs = [(source, target) for source, target in jobs if not target.exists()]
-    translator = Translator.from_checkpoint(args.checkpoint, args.direction, resize=resize, **translator_options(args))
+    translator = _translator(args, resize)
     translator.on_bad_image = args.on_bad_image
     written = translator.translate_files(jobs, batch_size=args.batch_size, show_progress=not args.quiet)
     log.info("translated %d images (%s) into %s", len(written), args.direction, args.output)
@@ -200,6 +209,23 @@ def run_translate(args: argparse.Namespace) -> int:
         log.warning("skipped %d unreadable images:\n%s", len(translator.skipped),
                     "\n".join(f"  {path}: {problem}" for path, problem in translator.skipped))
     return 0
+
+
+def _translator(args: argparse.Namespace, resize):
+    from .translate import Translator
+
+    if (args.checkpoint is None) == (args.onnx is None):
+        raise CommandError("give --checkpoint RUN_OR_FILE or --onnx FILE (one of them)")
+    if args.checkpoint is not None:
+        return Translator.from_checkpoint(args.checkpoint, args.direction, resize=resize, **translator_options(args))
+    from .export import OnnxGenerator
+
+    generator = OnnxGenerator(args.onnx)
+    exported = generator.metadata.get("direction")
+    if exported and exported != args.direction:
+        raise CommandError(f"{args.onnx} translates {exported}, not {args.direction}: pass --direction {exported} "
+                           f"or export the other generator")
+    return Translator(generator, in_channels=generator.in_channels, resize=resize, **translator_options(args))
 
 
 def add_test_split_flags(p: argparse.ArgumentParser) -> None:
@@ -357,6 +383,52 @@ def run_download(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- deployment: export and serve ----------------------------------------------------------
+
+def add_deploy_parsers(subparsers) -> None:
+    p = subparsers.add_parser("export", help="export a generator as ONNX or TorchScript for deployment",
+                              description="Write one generator (the moving average when the run kept one) as an ONNX "
+                                          "file (for onnxruntime; needs pip install 'cyclegan[export]') or a TorchScript "
+                                          "file, taking any batch size, height and width (multiples of the network's "
+                                          "stride, 4 for the ResNet generators), inputs in [-1, 1], NCHW.")
+    p.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_OR_FILE")
+    p.add_argument("--direction", choices=("AtoB", "BtoA"), default="AtoB", help="which generator (default: AtoB)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="(default: onnx)")
+    p.add_argument("--output", type=Path, required=True, metavar="FILE")
+    p.set_defaults(handler=run_export)
+
+    p = subparsers.add_parser("serve", help="a web page and an HTTP API that translate uploaded images",
+                              description="Serve a page where a person uploads or drops an image and sees it translated, "
+                                          "and POST /api/translate (multipart field 'file', optional 'direction'; "
+                                          "returns the PNG), GET /api/health, GET /api/model. Needs pip install "
+                                          "'cyclegan[serve]'. The model translates one image at a time; other "
+                                          "requests wait their turn.")
+    p.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_OR_FILE")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="(default: 8000)")
+    p.add_argument("--max_upload_mb", type=float, default=20.0, help="larger uploads get 413 (default: 20)")
+    p.add_argument("--max_pixels", type=int, default=16_000_000, help="images with more pixels get 413 (default: 16000000)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile size for large images (default: {DEFAULT_TILE})")
+    add_device_flag(p)
+    p.set_defaults(handler=run_serve)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .export import export_generator
+
+    path = export_generator(args.checkpoint, args.output, direction=args.direction, fmt=args.format)
+    log.info("wrote %s (%s, %s)", path, args.format, args.direction)
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(args.checkpoint, host=args.host, port=args.port, device=args.device, max_upload_mb=args.max_upload_mb,
+          max_pixels=args.max_pixels, tile=args.tile)
+    return 0
+
+
 # ---- entry point --------------------------------------------------------------------------
 
 def make_parser() -> argparse.ArgumentParser:
@@ -370,6 +442,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(subparsers)
     add_fid_parser(subparsers)
     add_official_parsers(subparsers)
+    add_deploy_parsers(subparsers)
     add_demo_parser(subparsers)
     return parser
 

@@ -35,6 +35,7 @@ from .checkpoint import EMA_SUFFIX, LATEST, NETWORK_NAMES, Checkpoint, save_chec
 from .config import ExperimentConfig, build_experiment
 from .data import Preprocess, UnpairedDataset, unpaired_dataset_from_folders
 from .devices import autocast, check_precision, memory_format, pick_device
+from .distributed import SINGLE, Distributed, device_for
 from .gallery import write_training_page
 from .image_pool import ImagePool
 from .losses import GANLoss, cycle_loss, gradient_penalty, identity_loss
@@ -133,6 +134,38 @@ class CycleGAN(nn.Module):
         return loss
 
 
+class GeneratorSide(nn.Module):
+    """Both generators and all their losses in one forward (the discriminators are the model's).
+
+    DistributedDataParallel needs exactly one forward per backward, and a generator is used up to
+    three times per iteration (translation, reconstruction, identity): inside one forward that is fine.
+    """
+
+    def __init__(self, model: CycleGAN):
+        super().__init__()
+        self.g_ab, self.g_ba = model.g_ab, model.g_ba
+        self._model = [model]  # a plain list: the discriminators must not become this module's parameters
+
+    def forward(self, real_a: torch.Tensor, real_b: torch.Tensor):
+        model = self._model[0]
+        images = model.translate_both(real_a, real_b)
+        return images, model.generator_losses(images)
+
+
+class DiscriminatorSide(nn.Module):
+    """Both discriminator losses in one forward, on the real images and the pooled, detached fakes."""
+
+    def __init__(self, model: CycleGAN):
+        super().__init__()
+        self.d_a, self.d_b = model.d_a, model.d_b
+        self._model = [model]
+
+    def forward(self, real_a, real_b, fake_a, fake_b) -> dict[str, torch.Tensor]:
+        model = self._model[0]
+        return {"D_A": model.discriminator_loss(self.d_b, real_b, fake_b),
+                "D_B": model.discriminator_loss(self.d_a, real_a, fake_a)}
+
+
 def build_cyclegan(config: ExperimentConfig) -> CycleGAN:
     """Freshly initialised networks for ``config`` (init draws from torch's global RNG)."""
     m, t = config.model, config.train
@@ -185,16 +218,25 @@ class Trainer:
     ``Trainer(config)`` starts a new run; ``Trainer.resume(run_dir)`` continues one exactly.
     """
 
-    def __init__(self, config: ExperimentConfig, *, device: str | torch.device | None = None):
+    def __init__(self, config: ExperimentConfig, *, device: str | torch.device | None = None,
+                 distributed: Distributed = SINGLE):
         self.config = config
+        self.dist = distributed
         t = config.train
-        self.device = pick_device(t.device) if device is None else torch.device(device)
+        self.device = pick_device(device_for(distributed, t.device) if device is None else device)
+        if distributed.enabled and t.gan_mode == "wgangp":
+            raise ValueError("--gan_mode wgangp is not supported under torchrun: its gradient penalty differentiates "
+                             "through the discriminator inside the forward, which DistributedDataParallel does not "
+                             "support; train it in one process")
         check_precision(self.device, t.precision, allow_emulated=t.allow_emulated_precision)
         self.memory_format = memory_format(self.device, t.memory_format)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest kernels once
         seed_everything(t.seed)
-        self.model = build_cyclegan(config).to(self.device, memory_format=self.memory_format)
+        self.model = build_cyclegan(config)
+        if distributed.enabled and "batch" in (config.model.norm, config.model.norm_D):
+            self._sync_batch_norm()
+        self.model.to(self.device, memory_format=self.memory_format)
         # The generators' moving averages (--ema_decay), used for translation; never trained directly.
         self.ema = {f"{name}{EMA_SUFFIX}": copy.deepcopy(getattr(self.model, name)).requires_grad_(False)
                     for name in ("g_ab", "g_ba")} if t.ema_decay > 0 else {}
@@ -204,8 +246,10 @@ class Trainer:
         if t.compile:
             for net in self.model.networks().values():
                 net.compile()  # in place: state_dict keys stay unprefixed
-        self.pool_a = ImagePool(t.pool_size, torch.Generator().manual_seed(t.seed + 1))  # fakes of A, for d_a
-        self.pool_b = ImagePool(t.pool_size, torch.Generator().manual_seed(t.seed + 2))  # fakes of B, for d_b
+        self.g_side, self.d_side = self._sides()
+        pool_seed = t.seed + 1000 * distributed.rank  # every rank keeps its own pools
+        self.pool_a = ImagePool(t.pool_size, torch.Generator().manual_seed(pool_seed + 1))  # fakes of A, for d_a
+        self.pool_b = ImagePool(t.pool_size, torch.Generator().manual_seed(pool_seed + 2))  # fakes of B, for d_b
         self.epoch = 1  # the epoch being trained, counted from 1
         self.epoch_iter = 0  # batches done in this epoch
         self.total_iters = 0
@@ -217,6 +261,24 @@ class Trainer:
         self.callback: Callable[["Trainer"], bool] | None = None
         self.iters_per_epoch = 0  # known once fit() has the dataset; makes the cosine lr move within an epoch
         self.set_learning_rate()
+
+    def _sync_batch_norm(self) -> None:
+        """Batch statistics over all ranks, as one process with the whole batch would compute them."""
+        if self.device.type != "cuda":
+            raise ValueError("--norm batch under torchrun needs SyncBatchNorm, which runs on CUDA only; on CPUs use "
+                             "--norm instance (the CycleGAN default, which needs no synchronisation)")
+        for name in NETWORK_NAMES:
+            setattr(self.model, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(self.model, name)))
+
+    def _sides(self) -> tuple[nn.Module, nn.Module]:
+        """The generator and discriminator objectives, wrapped in DistributedDataParallel under torchrun."""
+        g_side, d_side = GeneratorSide(self.model), DiscriminatorSide(self.model)
+        if not self.dist.enabled:
+            return g_side, d_side
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(g_side, device_ids=ids), DistributedDataParallel(d_side, device_ids=ids)
 
     def _adam(self, params) -> torch.optim.Adam:
         t = self.config.train
@@ -232,9 +294,8 @@ class Trainer:
         """``train_step`` without reading the losses back to the host (the loop does that every print_freq)."""
         real_a = real_a.to(self.device, memory_format=self.memory_format, non_blocking=True)
         real_b = real_b.to(self.device, memory_format=self.memory_format, non_blocking=True)
-        with autocast(self.device, self.config.train.precision):
-            images = self.model.translate_both(real_a, real_b)
-        losses = {**self.generator_step(images), **self.discriminator_step(images)}
+        images, generator_losses = self.generator_step(real_a, real_b)
+        losses = {**generator_losses, **self.discriminator_step(images)}
         self.scaler.update()
         self.update_ema()
         self.last_images = {k: v[0].detach() for k, v in images.items()}
@@ -256,24 +317,31 @@ class Trainer:
         """Every network a checkpoint holds: the four trained ones and the generator averages."""
         return {**self.model.networks(), **self.ema}
 
-    def generator_step(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Update g_ab and g_ba on all their losses; the discriminators get no gradient."""
+    def generator_step(self, real_a: torch.Tensor, real_b: torch.Tensor):
+        """Translate both ways and update g_ab and g_ba on all their losses; the discriminators get no
+        gradient. Returns the images and the losses."""
         discriminators = [self.model.d_a, self.model.d_b]
         set_requires_grad(discriminators, False)
         self.opt_g.zero_grad(set_to_none=True)
         with autocast(self.device, self.config.train.precision):
-            losses = self.model.generator_losses(images)
+            images, losses = self.g_side(real_a, real_b)
         total = sum(losses.values())
         self.scaler.scale(total).backward()
         if self._finite(total, losses, "generator"):
             self.scaler.step(self.opt_g)
         set_requires_grad(discriminators, True)
-        return losses
+        return images, losses
 
     def _finite(self, total: torch.Tensor, losses: dict[str, torch.Tensor], which: str) -> bool:
         """Whether the update may be applied; stops the run on a non-finite loss unless told to skip."""
-        if bool(torch.isfinite(total)):
+        finite = bool(torch.isfinite(total))
+        if not self.dist.any(not finite):  # under torchrun all ranks skip, or stop, together
             return True
+        if finite:  # another rank's loss is the non-finite one
+            if self.config.train.on_nonfinite == "skip":
+                return False
+            raise NonFiniteLossError(f"a {which} loss became non-finite on another rank at iteration "
+                                     f"{self.total_iters + 1}; stopped (see that rank's message)")
         values = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items())
         if self.config.train.on_nonfinite == "skip":
             log.warning("iteration %d: non-finite %s loss (%s); update skipped", self.total_iters + 1, which, values)
@@ -285,13 +353,11 @@ class Trainer:
 
     def discriminator_step(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Update d_b on real B vs pooled fake B, and d_a on real A vs pooled fake A."""
-        model = self.model
         self.opt_d.zero_grad(set_to_none=True)
+        fake_b = self.pool_b.query(images["fake_b"])
+        fake_a = self.pool_a.query(images["fake_a"])
         with autocast(self.device, self.config.train.precision):
-            losses = {
-                "D_A": model.discriminator_loss(model.d_b, images["real_b"], self.pool_b.query(images["fake_b"])),
-                "D_B": model.discriminator_loss(model.d_a, images["real_a"], self.pool_a.query(images["fake_a"])),
-            }
+            losses = self.d_side(images["real_a"], images["real_b"], fake_a, fake_b)
         total = losses["D_A"] + losses["D_B"]
         self.scaler.scale(total).backward()
         if self._finite(total, losses, "discriminator"):
@@ -342,16 +408,27 @@ class Trainer:
                          "epoch_cycle_loss": [float(self.epoch_cycle_loss[0]), self.epoch_cycle_loss[1]]},
             "scaler": self.scaler.state_dict(),
             "best": self.best,
+            **self._rank_states(),
         }
+
+    def _rank_states(self) -> dict[str, Any]:
+        """Under torchrun: every rank's own pools and RNGs, gathered on rank 0 (a collective)."""
+        if not self.dist.enabled:
+            return {}
+        own = {"pool_a": _cpu_pool(self.pool_a.state_dict()), "pool_b": _cpu_pool(self.pool_b.state_dict()),
+               "rng": capture_rng()}
+        gathered = self.dist.gather(own)
+        return {"ranks": gathered} if gathered is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        own = self._own_rank_state(state)
         for pool, key in ((self.pool_a, "pool_a"), (self.pool_b, "pool_b")):
-            pool_state = dict(state[key])
+            pool_state = dict(own[key])
             pool_state["images"] = [image.to(self.device) for image in pool_state["images"]]
             pool.load_state_dict(pool_state)
-        restore_rng(state["rng"])
+        restore_rng(own["rng"])
         counters = state["counters"]
         self.epoch, self.epoch_iter, self.total_iters = counters["epoch"], counters["epoch_iter"], counters["total_iters"]
         if "schedule" in state:  # absent from checkpoints written before the plateau policy existed
@@ -363,19 +440,31 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.set_learning_rate()
 
+    def _own_rank_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """This rank's pools and RNGs: its own when the checkpoint has one per rank, else rank 0's."""
+        ranks = state.get("ranks")
+        if ranks and len(ranks) == self.dist.world_size:
+            return ranks[self.dist.rank]
+        if ranks or self.dist.enabled:
+            log.warning("the checkpoint was written by %d process(es) and %d resume it: every process starts from the "
+                        "pools and RNGs of the first, so the run continues, but not bit for bit",
+                        len(ranks or [0]), self.dist.world_size)
+        return state
+
     def info(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "epoch_iter": self.epoch_iter, "total_iters": self.total_iters,
                 "lr": self.learning_rate(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def save(self, path: str | Path, *, with_training_state: bool = True) -> Path:
-        return save_checkpoint(
-            path, config=self.config, networks=self.networks(), info=self.info(),
-            training_state=self.state_dict() if with_training_state else None,
-        )
+        """Write a checkpoint (rank 0 only; with the training state, every rank must call it)."""
+        state = self.state_dict() if with_training_state else None
+        if not self.dist.is_main:
+            return Path(path)
+        return save_checkpoint(path, config=self.config, networks=self.networks(), info=self.info(), training_state=state)
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
-               device: str | torch.device | None = None) -> "Trainer":
+               device: str | torch.device | None = None, distributed: Distributed = SINGLE) -> "Trainer":
         """A trainer in exactly the state of ``run_dir``'s latest checkpoint."""
         run_dir = Path(run_dir)
         checkpoint = Checkpoint(run_dir)
@@ -387,7 +476,7 @@ class Trainer:
                              f"trained with them; options that may change: {', '.join(sorted(RESUME_OVERRIDABLE))}")
         overrides.update(name=run_dir.name, checkpoints_dir=str(run_dir.parent))
         config = build_experiment({k: v for k, v in overrides.items() if k not in refused}, base=checkpoint.config)
-        trainer = cls(config, device=device)
+        trainer = cls(config, device=device, distributed=distributed)
         for name, net in trainer.networks().items():
             checkpoint.load_network(name, net)
         trainer.load_state_dict(checkpoint.training_state())
@@ -411,6 +500,8 @@ class Trainer:
             on_bad_image=d.on_bad_image, bad_images=bad,
         )
         listing = self.run_dir / "bad_images.txt"
+        if not self.dist.is_main:
+            return dataset
         if bad:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(listing, "".join(f"{path}\t{problem}\n" for path, problem in bad))
@@ -420,11 +511,20 @@ class Trainer:
             listing.unlink()
         return dataset
 
+    def _shard(self, dataset: UnpairedDataset) -> list[int]:
+        """This rank's items of the epoch: all of them, or under torchrun every world_size-th one
+        (DistributedSampler; the dataset itself reshuffles A and redraws B every epoch)."""
+        if not self.dist.enabled:
+            return list(range(len(dataset)))
+        from torch.utils.data.distributed import DistributedSampler
+
+        return list(DistributedSampler(dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=False))
+
     def _loader(self, dataset: UnpairedDataset) -> torch.utils.data.DataLoader:
         batch = self.config.train.batch_size
         dataset.set_epoch(self.epoch)
         return torch.utils.data.DataLoader(
-            dataset, batch_size=batch, sampler=range(self.epoch_iter * batch, len(dataset)),
+            dataset, batch_size=batch, sampler=self._shard(dataset)[self.epoch_iter * batch:],
             num_workers=self.config.data.num_threads, drop_last=False,
             pin_memory=self.device.type == "cuda",
             # A private generator, so that making a loader never draws from torch's global RNG.
@@ -440,16 +540,15 @@ class Trainer:
         """
         dataset = dataset if dataset is not None else self.make_dataset()
         self.callback = callback
-        self.iters_per_epoch = -(-len(dataset) // self.config.train.batch_size)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.run_dir.glob(".*.tmp-*"):  # the half-written file of a killed save
-            stale.unlink(missing_ok=True)
-        atomic_write_text(self.run_dir / "config.json", self.config.to_json() + "\n")
-        metrics = MetricsLog(self.run_dir / "metrics.jsonl")
-        metrics.truncate_after(self.total_iters)
-        self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard") if self.config.train.tensorboard else None
+        self.iters_per_epoch = -(-len(self._shard(dataset)) // self.config.train.batch_size)
+        metrics = self._open_run_folder()
         log.info("run folder %s: %d images per epoch, epoch %d of %d, iteration %d",
                  self.run_dir, len(dataset), self.epoch, self.total_epochs, self.total_iters)
+        if self.dist.enabled and self.dist.is_main:
+            t = self.config.train
+            log.info("distributed: %d processes (%s), batch %d each: effective batch %d; lr %g, not scaled with the "
+                     "batch; %d iterations per epoch", self.dist.world_size, self.dist.backend, t.batch_size,
+                     t.batch_size * self.dist.world_size, t.lr, self.iters_per_epoch)
         try:
             with _InterruptToSave() as interrupt:
                 while self.epoch <= self.total_epochs:
@@ -461,6 +560,19 @@ class Trainer:
         self.write_page()
         return self.run_dir
 
+    def _open_run_folder(self) -> "MetricsLog | _NoLog":
+        """Rank 0 prepares the run folder and its logs; the other ranks write nothing."""
+        if not self.dist.is_main:
+            return _NoLog()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.run_dir.glob(".*.tmp-*"):  # the half-written file of a killed save
+            stale.unlink(missing_ok=True)
+        atomic_write_text(self.run_dir / "config.json", self.config.to_json() + "\n")
+        metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        metrics.truncate_after(self.total_iters)
+        self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard") if self.config.train.tensorboard else None
+        return metrics
+
     def write_page(self) -> Path:
         """Refresh ``RUN/index.html``: loss and lr plots and the sample grids, newest epoch first."""
         t = self.config.train
@@ -468,6 +580,8 @@ class Trainer:
                    f"{self.total_iters} iterations, {self.epoch - 1} of {self.total_epochs} epochs done, "
                    f"lr {self.learning_rate():.2e}; "
                    f"batch {t.batch_size}, lambda_A {t.lambda_A}, lambda_B {t.lambda_B}, lambda_identity {t.lambda_identity}")
+        if not self.dist.is_main:
+            return self.run_dir / "index.html"
         return write_training_page(self.run_dir, title=f"cyclegan run {self.config.name}", summary=summary)
 
     def _train_epoch(self, dataset: UnpairedDataset, metrics: MetricsLog, interrupt: "_InterruptToSave",
@@ -475,7 +589,7 @@ class Trainer:
         """Train the rest of the current epoch; False when the run must stop early."""
         t = self.config.train
         loader = self._loader(dataset)
-        batches = -(-len(dataset) // t.batch_size)
+        batches = self.iters_per_epoch
         bar = progress(loader, total=batches, initial=self.epoch_iter, enabled=show_progress,
                        description=f"epoch {self.epoch}/{self.total_epochs}")
         for batch in bar:
@@ -496,7 +610,7 @@ class Trainer:
         self.save(self.run_dir / LATEST)
         if (self.epoch - 1) % t.save_epoch_freq == 0 or self.epoch > self.total_epochs:
             self.save(self.run_dir / f"epoch_{self.epoch - 1:04d}.safetensors", with_training_state=False)
-        if t.eval_freq and (self.epoch - 1) % t.eval_freq == 0:
+        if t.eval_freq and (self.epoch - 1) % t.eval_freq == 0 and self.dist.is_main:
             self.evaluate(metrics)
         self.write_page()
         return True
@@ -570,15 +684,17 @@ class Trainer:
             self.save(self.run_dir / LATEST)
             log.info("reached max_iters=%d; resume with: cyclegan train --resume %s", max_iters, self.run_dir)
             return True
-        if interrupt.requested:
+        if self.dist.any(interrupt.requested):  # torchrun signals every rank, maybe at different iterations
             self.save(self.run_dir / LATEST)
             log.warning("interrupted at iteration %d; saved. Resume with: cyclegan train --resume %s",
                         self.total_iters, self.run_dir)
             return True
         return False
 
-    def save_samples(self) -> Path:
-        """A grid: real A, fake B, reconstructed A / real B, fake A, reconstructed B."""
+    def save_samples(self) -> Path | None:
+        """A grid: real A, fake B, reconstructed A / real B, fake A, reconstructed B (rank 0 only)."""
+        if not self.dist.is_main:
+            return None
         im = self.last_images
         grid = image_grid([[im["real_a"], im["fake_b"], im["rec_a"]], [im["real_b"], im["fake_a"], im["rec_b"]]])
         folder = self.run_dir / "samples"
@@ -588,6 +704,17 @@ class Trainer:
         if self.tensorboard is not None:
             self.tensorboard.image("samples", grid, self.total_iters)
         return path
+
+
+def _cpu_pool(state: dict[str, Any]) -> dict[str, Any]:
+    return {**state, "images": [image.cpu() for image in state["images"]]}
+
+
+class _NoLog:
+    """The metrics log of ranks other than 0: writes nothing."""
+
+    def append(self, record: dict[str, Any]) -> None:
+        pass
 
 
 class _InterruptToSave:
