@@ -84,9 +84,12 @@ def test_translate_with_onnx_gives_the_pytorch_images(run, tmp_path):
 def test_onnx_of_the_other_direction_and_missing_files_are_clear_errors(run, tmp_path, capsys):
     onnx_file = tmp_path / "g.onnx"
     main(["export", "--checkpoint", str(run), "--direction", "BtoA", "--output", str(onnx_file)])
-    assert main(["translate", "--onnx", str(onnx_file), str(tmp_path), "--output", str(tmp_path / "o")]) == 2
+    source = tmp_path / "in"
+    source.mkdir()
+    Image.new("RGB", (16, 16)).save(source / "x.png")
+    assert main(["translate", "--onnx", str(onnx_file), str(source), "--output", str(tmp_path / "o")]) == 2
     assert "translates BtoA, not AtoB" in capsys.readouterr().err
-    assert main(["translate", "--onnx", str(tmp_path / "nope.onnx"), str(tmp_path), "--output", str(tmp_path / "o")]) == 2
+    assert main(["translate", "--onnx", str(tmp_path / "nope.onnx"), str(source), "--output", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["translate", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
+    assert main(["translate", str(source), "--output", str(tmp_path / "o")]) == 2
     assert "--checkpoint" in capsys.readouterr().err

@@ -125,3 +125,11 @@ def test_translation_uses_the_ema_and_resume_restores_it(tiny_config):
     for name in ("g_ab_ema", "g_ba_ema"):
         for key, value in straight.ema[name].state_dict().items():
             assert torch.equal(value, resumed.ema[name].state_dict()[key]), (name, key)
+
+
+def test_fit_callback_sees_every_iteration_and_can_stop_the_run(tiny_config):
+    seen = []
+    trainer = Trainer(tiny_config())
+    trainer.fit(show_progress=False, callback=lambda t: seen.append(t.total_iters) or t.total_iters == 4)
+    assert seen == [1, 2, 3, 4] and trainer.total_iters == 4
+    assert Checkpoint(trainer.run_dir).info["total_iters"] == 4  # stopped like max_iters: saved, resumable

@@ -9,6 +9,7 @@ kept one).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -50,7 +51,9 @@ def export_generator(checkpoint: str | Path, output: str | Path, *, direction: s
     metadata = export_metadata(opened, direction, generator)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    (_export_onnx if fmt == "onnx" else _export_torchscript)(generator, metadata, output)
+    with warnings.catch_warnings():  # the exporters' notes on constant folding and TorchScript's future
+        warnings.simplefilter("ignore")
+        (_export_onnx if fmt == "onnx" else _export_torchscript)(generator, metadata, output)
     return output
 
 
@@ -77,7 +80,9 @@ def _export_onnx(generator: nn.Module, metadata: dict, output: Path) -> None:
 def read_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict]:
     """A TorchScript export and its metadata (TorchScript files hold code: load only files you trust)."""
     extra = {f"{METADATA_KEY}.json": ""}
-    module = torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
     return module, json.loads(extra[f"{METADATA_KEY}.json"] or "{}")
 
 

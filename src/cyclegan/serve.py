@@ -6,8 +6,6 @@ for memory. Bad uploads (too large, too many pixels, not an image, an unknown di
 4xx answer with a JSON ``{"error": ...}`` that says what is wrong.
 """
 
-from __future__ import annotations
-
 import io
 import threading
 from pathlib import Path
@@ -100,6 +98,7 @@ class TranslationService:
 def create_app(service: TranslationService):
     """The FastAPI application: the page at /, and /api/translate, /api/health, /api/model."""
     from fastapi import FastAPI, File, Form, Request, UploadFile
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     app = FastAPI(title="cyclegan", docs_url="/api/docs", redoc_url=None)
@@ -117,10 +116,11 @@ def create_app(service: TranslationService):
     async def upload_problem(request: Request, exc: UploadProblem):
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
-    @app.exception_handler(422)
-    async def bad_form(request: Request, exc):
-        return JSONResponse({"error": "send the image as multipart/form-data field 'file' (and optionally "
-                                      "'direction': AtoB or BtoA)"}, status_code=422)
+    @app.exception_handler(RequestValidationError)
+    async def bad_form(request: Request, exc: RequestValidationError):
+        missing = ", ".join(str(e.get("loc", ["?"])[-1]) for e in exc.errors())
+        return JSONResponse({"error": f"bad request ({missing}): send the image as multipart/form-data field 'file' "
+                                      "(and optionally 'direction': AtoB or BtoA)"}, status_code=422)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
