@@ -128,3 +128,12 @@ def test_torchrun_trains_shards_the_data_writes_once_and_resumes_exactly(dataroo
             assert torch.equal(left[key], right[key]), (name, key)
     records = [json.loads(line) for line in (runs / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records] == [1, 2, 3, 4]  # one writer: no line twice
+
+
+@pytest.mark.parametrize("options, words", [({"norm": "batch"}, "SyncBatchNorm, which runs on CUDA only"),
+                                            ({"gan_mode": "wgangp"}, "not supported under torchrun")])
+def test_what_ddp_cannot_do_on_this_machine_is_refused_at_start(tiny_config, options, words):
+    from cyclegan.distributed import Distributed
+
+    with pytest.raises(ValueError, match=words):
+        Trainer(tiny_config(**options), device="cpu", distributed=Distributed(rank=0, world_size=2, backend="gloo"))
