@@ -162,3 +162,16 @@ def test_the_page_shows_a_refused_upload_as_an_error(server, browser, tmp_path):
         assert "not an image" in page.text_content("#error")
     finally:
         page.close()
+
+
+def test_serve_command_starts_uvicorn_with_the_app_on_the_given_address(run, monkeypatch):
+    import uvicorn
+
+    from cyclegan.cli import main
+
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
+    assert main(["serve", "--checkpoint", str(run), "--port", "8123", "--max_upload_mb", "3", "--device", "cpu"]) == 0
+    assert (started["host"], started["port"]) == ("127.0.0.1", 8123)
+    paths = {route.path for route in started["app"].routes}
+    assert {"/", "/api/translate", "/api/health", "/api/model"} <= paths
