@@ -96,3 +96,29 @@ def test_second_task_uses_other_photos_and_a_spatial_transform(tmp_path):
     assert ceilings["etching"] < ceilings["winter"] - 5
     with pytest.raises(ValueError, match="valid: etching, winter"):
         build_demo_dataset(tmp_path / "x", task="summer")
+
+
+def test_demo_sets_aside_a_run_trained_with_other_options(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("cyclegan.demo.build_demo_dataset",
+                        lambda root: build_demo_dataset(root, train_per_photo=2, test_per_photo=1))
+    output = tmp_path / "d"
+    assert main(["demo", "--output", str(output), "--iters", "2", "--quiet"]) == 0
+    assert main(["demo", "--output", str(output), "--iters", "3", "--quiet"]) == 0  # same options: resumed
+    assert "moved it" not in capsys.readouterr().out
+    assert json.loads((output / "results.json").read_text())["iterations"] == 3
+    # a demo run left by an older version, with the old recipe's options
+    from cyclegan.config import ExperimentConfig
+    from cyclegan.checkpoint import Checkpoint
+    from cyclegan.training import Trainer
+
+    old = Checkpoint(output / "runs" / "winter").config
+    stale = ExperimentConfig.from_dict({**json.loads(old.to_json()), "train": {**json.loads(old.to_json())["train"],
+                                        "lr_policy": "linear", "ema_decay": 0.0, "recipe": "paper", "max_iters": 1}})
+    import shutil
+
+    shutil.rmtree(output / "runs" / "winter")
+    Trainer(stale).fit(show_progress=False)
+    assert main(["demo", "--output", str(output), "--iters", "2", "--quiet"]) == 0
+    assert "moved it" in capsys.readouterr().out
+    assert len(list((output / "runs").glob("winter.old-*"))) == 1
+    assert Checkpoint(output / "runs" / "winter").config.train.ema_decay == 0.999

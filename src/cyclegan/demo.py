@@ -255,6 +255,25 @@ def write_results_page(triplets: list[HeldOut], result: DemoScore, output: Path,
     return page
 
 
+def _set_aside_if_stale(config, overrides: dict) -> bool:
+    """Move away a demo run trained with other options (an older cyclegan's recipe); True if moved.
+
+    Resuming it would finish the old recipe while the demo says it trains this one.
+    """
+    from .checkpoint import Checkpoint
+    from .config import build_experiment
+
+    existing = Checkpoint(config.run_dir).config
+    where = {"checkpoints_dir": config.checkpoints_dir, "name": config.name}  # the same folder, however it was spelt
+    if build_experiment({**overrides, **where}, base=existing) == config:
+        return False
+    old = config.run_dir.with_name(f"{config.run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    config.run_dir.rename(old)
+    print(f"demo: {config.run_dir} was trained with other options (an earlier version's demo); moved it to {old} "
+          f"and training afresh")
+    return True
+
+
 def run_demo(output: str | Path = "demo", *, iters: int | None = None, show_progress: bool = True) -> DemoScore:
     """Build the data if needed, train the fast recipe (resuming a stopped demo), score, and report."""
     from .checkpoint import load_generator
@@ -272,8 +291,9 @@ def run_demo(output: str | Path = "demo", *, iters: int | None = None, show_prog
     print(f"demo: data in {dataroot}; training with --recipe fast ({length} iterations at 64 px, ngf 16: a generator "
           f"that starts as the identity, resize-conv upsampling, discriminators without instance norm, no identity "
           f"loss, warm-up + cosine lr, translating with the generator's moving average)")
-    if (config.run_dir / "latest.safetensors").exists():
-        trainer = Trainer.resume(config.run_dir, overrides={"max_iters": iters or 0, "dataroot": str(dataroot)})
+    overrides = {"max_iters": iters or 0, "dataroot": str(dataroot)}
+    if (config.run_dir / "latest.safetensors").exists() and not _set_aside_if_stale(config, overrides):
+        trainer = Trainer.resume(config.run_dir, overrides=overrides)
     else:
         trainer = Trainer(config)
     if trainer.total_iters < length:
