@@ -18,6 +18,10 @@ and 4 pixels) of the final translations. Writes curves.png, curves.json and a Ma
 
     python benchmarks/learning.py --curve                                  # both tasks, paper and fast, 10 min each
     python benchmarks/learning.py --curve --tasks etching --recipes fast --minutes 3
+    python benchmarks/learning.py --curve --tasks winter --recipes fast --shared_content   # B = T(A's own crops)
+
+--shared_content asks what the data allow: trainB becomes the transform of trainA's own crops (still
+unpaired: the pairing of A and B images stays random), so both domains show the same content.
 """
 
 from __future__ import annotations
@@ -227,6 +231,14 @@ def replot_main(args) -> None:
     write_report(results, args.output)
 
 
+def share_content(dataroot: Path, task: str) -> None:
+    """Replace trainB by T(trainA): the same content in both domains, the pairing still random."""
+    for old in find_images(dataroot / "trainB"):
+        old.unlink()
+    for path in find_images(dataroot / "trainA"):
+        TASKS[task].transform(load_image(path)).save(dataroot / "trainB" / path.name)
+
+
 def curves_main(args, changes: dict) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     results: dict = {}
@@ -234,6 +246,8 @@ def curves_main(args, changes: dict) -> None:
         tmp = args.data or tmp  # --data keeps the data and the runs for a look afterwards
         for task in args.tasks:
             dataroot = build_demo_dataset(Path(tmp) / task / "data", task=task)
+            if args.shared_content:
+                share_content(dataroot, task)
             results[task] = {"references": references(dataroot), "recipes": {}}
             print(f"{task}: {TASKS[task].description}; {results[task]['references']}", flush=True)
             for recipe in args.recipes:
@@ -271,6 +285,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training time per curve")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/learning"))
     parser.add_argument("--from_json", type=Path, default=None, help="only redo the table and plot of a curves.json")
+    parser.add_argument("--shared_content", action="store_true", help="trainB = the transform of trainA's own crops")
     args = parser.parse_args()
     changes = dict(item.partition("=")[::2] for item in args.option)
     if args.from_json:
