@@ -58,11 +58,15 @@ MINUTE_MARKS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
 COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200)}
 
 
+def mean_scores(held_out, image: str = "fake") -> dict[str, float]:
+    """Mean PSNR and SSIM against T(a) of each crop's ``image`` (``fake``: G(a); ``real``: doing nothing)."""
+    return {"psnr_db": float(np.mean([psnr(getattr(t, image), t.truth) for t in held_out])),
+            "ssim": float(np.mean([ssim(getattr(t, image), t.truth) for t in held_out]))}
+
+
 def score(generator, dataroot: Path) -> dict[str, float]:
     """Mean PSNR and SSIM of generator(a) against T(a) over the held-out crops."""
-    held_out = translate_test_crops(generator, dataroot)
-    return {"psnr_db": float(np.mean([psnr(t.fake, t.truth) for t in held_out])),
-            "ssim": float(np.mean([ssim(t.fake, t.truth) for t in held_out]))}
+    return mean_scores(translate_test_crops(generator, dataroot))
 
 
 def checkerboard(generator, dataroot: Path) -> dict[str, float]:
@@ -94,8 +98,8 @@ def references(dataroot: Path) -> dict[str, float]:
     held_out = translate_test_crops(lambda a: a, dataroot)
     ceiling = colour_mapping_ceiling([t.real for t in held_out], [t.truth for t in held_out])
     truth, real = torch.cat([t.truth for t in held_out]), torch.cat([t.real for t in held_out])
-    return {"nothing_psnr_db": float(np.mean([psnr(t.real, t.truth) for t in held_out])),
-            "nothing_ssim": float(np.mean([ssim(t.real, t.truth) for t in held_out])),
+    nothing = mean_scores(held_out, "real")
+    return {"nothing_psnr_db": nothing["psnr_db"], "nothing_ssim": nothing["ssim"],
             "ceiling_psnr_db": ceiling["best_psnr_db"],
             "unpaired_transfer_psnr_db": unpaired_colour_transfer(dataroot, held_out),
             **{f"truth_checkerboard_period_{p}": periodic_peak(truth, p) for p in (2, 4)},
@@ -266,12 +270,11 @@ def single_run_main(args, changes: dict) -> None:
         Trainer(config).fit(show_progress=False)
         minutes = (time.time() - started) / 60
         held_out = translate_test_crops(load_generator(config.run_dir, "AtoB"), dataroot)
-    trained = {"psnr": np.mean([psnr(t.fake, t.truth) for t in held_out]), "ssim": np.mean([ssim(t.fake, t.truth) for t in held_out])}
-    nothing = {"psnr": np.mean([psnr(t.real, t.truth) for t in held_out]), "ssim": np.mean([ssim(t.real, t.truth) for t in held_out])}
+    trained, nothing = mean_scores(held_out), mean_scores(held_out, "real")
     print(f"{args.iters} iterations in {minutes:.1f} min ({', '.join(args.option) or 'the fast recipe'}), "
           f"{len(held_out)} held-out crops:")
-    print(f"  trained:    PSNR {trained['psnr']:6.2f} dB   SSIM {trained['ssim']:.3f}")
-    print(f"  do nothing: PSNR {nothing['psnr']:6.2f} dB   SSIM {nothing['ssim']:.3f}")
+    print(f"  trained:    PSNR {trained['psnr_db']:6.2f} dB   SSIM {trained['ssim']:.3f}")
+    print(f"  do nothing: PSNR {nothing['psnr_db']:6.2f} dB   SSIM {nothing['ssim']:.3f}")
 
 
 def main() -> None:
