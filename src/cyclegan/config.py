@@ -85,6 +85,12 @@ class ModelConfig:
         "generator outputs clamp(input + residual) with the last conv zero-initialised, so it "
         "starts as the identity and learns only the change (fast recipe; needs input_nc == output_nc)",
     )
+    colour_path: int = option(
+        0,
+        "hidden channels of a per-pixel colour branch (1x1 convs, no normalisation) added to the global "
+        "residual: one tone and colour curve for every image, which the instance-normalised trunk cannot "
+        "express (fast recipe: 32; 0 = none; needs --global_residual)",
+    )
 
 
 @dataclass(frozen=True)
@@ -329,6 +335,10 @@ def validate(config: ExperimentConfig) -> None:
                          f"(its output would not match its input); use e.g. --crop_size {max(stride, d.crop_size // stride * stride)}")
     if m.global_residual and m.input_nc != m.output_nc:
         raise ValueError("global_residual needs input_nc == output_nc")
+    if m.colour_path and not m.global_residual:
+        raise ValueError("--colour_path adds to the global residual: it needs --global_residual")
+    if m.colour_path < 0:
+        raise ValueError(f"--colour_path must be 0 (none) or a positive number of channels, got {m.colour_path}")
     if t.lambda_identity > 0 and m.input_nc != m.output_nc:
         raise ValueError("the identity loss needs input_nc == output_nc; set --lambda_identity 0")
     if not config.name or "/" in config.name or config.name in (".", ".."):

@@ -23,7 +23,7 @@ from .models import build_discriminator, build_generator
 # official file name part -> (our network name, role)
 OFFICIAL_NETWORKS = {"G_A": "g_ab", "G_B": "g_ba", "D_A": "d_b", "D_B": "d_a"}
 STALE_INSTANCE_NORM_KEYS = ("running_mean", "running_var", "num_batches_tracked")
-OFFICIAL_ARCHITECTURE = {"upsample": "transpose", "global_residual": False, "norm_D": "same"}
+OFFICIAL_ARCHITECTURE = {"upsample": "transpose", "global_residual": False, "colour_path": 0, "norm_D": "same"}
 
 
 def resnet_key_pairs(n_blocks: int) -> list[tuple[str, str]]:

@@ -147,3 +147,41 @@ def test_every_init_type_initialises_every_conv(kind):
         assert torch.allclose(gram, 0.02**2 * torch.eye(len(gram)), atol=1e-6)
     else:  # xavier (gain 0.02) is tiny, kaiming (fan_in, gain sqrt 2) is large
         assert (max(stds) < 0.01) if kind == "xavier" else (min(stds) > 0.05)
+
+
+def test_colour_path_generator_starts_as_identity():
+    net = build_generator(ModelConfig(ngf=8, global_residual=True, upsample="resize", colour_path=16))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(net(x), x)
+    assert net.colour[-1].weight.shape == (3, 16, 1, 1)
+
+
+def test_colour_path_maps_a_colour_the_same_in_every_image():
+    # The instance-normalised trunk changes a colour by the statistics of the image around it; the
+    # colour branch gives one curve for all images, which a tone change such as a gamma needs.
+    torch.manual_seed(0)
+    net = build_generator(ModelConfig(ngf=8, global_residual=True, colour_path=16))
+    for conv in net.colour:
+        if isinstance(conv, nn.Conv2d):
+            nn.init.normal_(conv.weight, 0.0, 0.3)
+    dark, bright = torch.full((1, 3, 32, 32), -0.8), torch.full((1, 3, 32, 32), 0.7)
+    dark[..., 16, 16] = bright[..., 16, 16] = torch.tensor([0.1, -0.2, 0.3])
+    with torch.no_grad():
+        change_dark, change_bright = net(dark) - dark, net(bright) - bright
+    assert torch.allclose(change_dark[..., 16, 16], change_bright[..., 16, 16], atol=1e-6)
+    assert change_dark[..., 16, 16].abs().max() > 1e-3  # the branch does change it
+    net.head[-1].weight.data.normal_(0.0, 0.05)  # the trunk, by contrast, sees the surroundings
+    with torch.no_grad():
+        change_dark, change_bright = net(dark) - dark, net(bright) - bright
+    assert not torch.allclose(change_dark[..., 16, 16], change_bright[..., 16, 16], atol=1e-3)
+
+
+def test_colour_path_needs_the_global_residual():
+    with pytest.raises(ValueError, match="global_residual"):
+        build_generator(ModelConfig(colour_path=8))
+    from cyclegan.config import build_experiment
+
+    with pytest.raises(ValueError, match="--colour_path adds to the global residual"):
+        build_experiment({"colour_path": 8, "dataroot": "d"})
+    with pytest.raises(ValueError, match="positive number of channels"):
+        build_experiment({"colour_path": -1, "global_residual": True, "dataroot": "d"})

@@ -39,6 +39,18 @@ def _upsample_layer(in_channels: int, out_channels: int, *, kind: str, bias: boo
     raise ValueError(f"unknown upsample {kind!r}; valid: resize, transpose")
 
 
+def _colour_branch(in_channels: int, out_channels: int, hidden: int) -> nn.Sequential:
+    """A per-pixel MLP (1x1 convs, no normalisation): the same colour curve for every image.
+
+    The trunk's instance norm rescales each image's features by that image's own statistics, so
+    through the trunk a given colour maps differently in a dark image than in a bright one; a tone
+    curve (gamma, lifted shadows) needs a path that sees absolute values.
+    """
+    return nn.Sequential(nn.Conv2d(in_channels, hidden, 1), nn.LeakyReLU(0.2, True),
+                         nn.Conv2d(hidden, hidden, 1), nn.LeakyReLU(0.2, True),
+                         nn.Conv2d(hidden, out_channels, 1))
+
+
 class ResnetGenerator(nn.Module):
     """c7s1-k, two stride-2 downsamplings, ``n_blocks`` residual blocks, two upsamplings, c7s1-out.
 
@@ -58,10 +70,13 @@ class ResnetGenerator(nn.Module):
         dropout: bool = False,
         upsample: str = "transpose",
         global_residual: bool = False,
+        colour_path: int = 0,
     ):
         super().__init__()
         if global_residual and in_channels != out_channels:
             raise ValueError("global_residual needs in_channels == out_channels")
+        if colour_path and not global_residual:
+            raise ValueError("colour_path needs global_residual=True")
         make_norm, bias = norm_factory(norm), conv_bias(norm)
         c = base_channels
         self.global_residual = global_residual
@@ -81,19 +96,23 @@ class ResnetGenerator(nn.Module):
         # colour and brightness from the features, and a tone or colour change needs them.
         head_in = c + in_channels if global_residual else c
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(head_in, out_channels, 7))
+        self.colour = _colour_branch(in_channels, out_channels, colour_path) if colour_path else None
 
     def start_as_identity(self) -> None:
         """Zero the last conv so that a global-residual generator starts as the identity map."""
         if not self.global_residual:
             raise ValueError("start_as_identity needs global_residual=True")
-        last = self.head[-1]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        for last in (self.head[-1], self.colour[-1] if self.colour is not None else None):
+            if last is not None:
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up(self.blocks(self.down(self.stem(x))))  # (B, base_channels, H, W)
         if self.global_residual:
             residual = self.head(torch.cat([h, x], dim=1))  # (B, out_channels, H, W)
+            if self.colour is not None:
+                residual = residual + self.colour(x)
             return (x + residual).clamp(-1.0, 1.0)
         return torch.tanh(self.head(h))
 
