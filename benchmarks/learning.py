@@ -20,6 +20,10 @@ and 4 pixels) of the final translations. Writes curves.png, curves.json and a Ma
     python benchmarks/learning.py --curve --tasks etching --recipes fast --minutes 3
     python benchmarks/learning.py --curve --tasks winter --recipes fast --shared_content   # B = T(A's own crops)
 
+--reuse FILE keeps the curves of the recipes not run now from an earlier curves.json (the same data
+and machine): after a change to the fast recipe, `--recipes fast --reuse benchmarks/results/learning/curves.json`
+redoes only its curves and keeps the paper's.
+
 --shared_content asks what the data allow: trainB becomes the transform of trainA's own crops (still
 unpaired: the pairing of A and B images stays random), so both domains show the same content.
 """
@@ -246,6 +250,7 @@ def share_content(dataroot: Path, task: str) -> None:
 def curves_main(args, changes: dict) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     results: dict = {}
+    reused = json.loads(args.reuse.read_text()) if args.reuse else {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = args.data or tmp  # --data keeps the data and the runs for a look afterwards
         for task in args.tasks:
@@ -253,10 +258,14 @@ def curves_main(args, changes: dict) -> None:
             if args.shared_content:
                 share_content(dataroot, task)
             results[task] = {"references": references(dataroot), "recipes": {}}
+            earlier = reused.get(task, {}).get("recipes", {})
+            results[task]["recipes"].update({name: curve for name, curve in earlier.items() if name not in args.recipes})
             print(f"{task}: {TASKS[task].description}; {results[task]['references']}", flush=True)
             for recipe in args.recipes:
                 print(f"  {recipe}:", flush=True)
                 results[task]["recipes"][recipe] = run_curve(task, recipe, dataroot, Path(tmp) / task, args.minutes, changes)
+                results[task]["recipes"] = {name: results[task]["recipes"][name] for name in CURVE_RUNS
+                                            if name in results[task]["recipes"]}  # paper first, as in the table
                 (args.output / "curves.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(results, args.output)
 
@@ -288,6 +297,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training time per curve")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/learning"))
     parser.add_argument("--from_json", type=Path, default=None, help="only redo the table and plot of a curves.json")
+    parser.add_argument("--reuse", type=Path, default=None, help="keep the other recipes' curves from this curves.json")
     parser.add_argument("--shared_content", action="store_true", help="trainB = the transform of trainA's own crops")
     args = parser.parse_args()
     changes = dict(item.partition("=")[::2] for item in args.option)

@@ -42,6 +42,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lr_policy": "cosine",  # smooth, per-iteration decay to zero: short runs end settled
         "warmup_iters": 100,  # ramp the lr in, so the first updates of the untrained D do not throw G off the identity
         "ema_decay": 0.999,  # translate with the moving average of the generator weights
+        "colour_path": 32,  # a per-pixel colour curve beside the instance-normalised trunk
+        "lambda_colour": 10.0,  # pull the fakes' overall colour mean and covariance to the target domain's
     },
 }
 
@@ -131,6 +133,10 @@ class TrainConfig:
     lambda_A: float = option(10.0, "weight of the cycle loss A -> B -> A")
     lambda_B: float = option(10.0, "weight of the cycle loss B -> A -> B")
     lambda_identity: float = option(0.5, "weight of the identity loss, relative to lambda_A / lambda_B (0 = off)")
+    lambda_colour: float = option(
+        0.0, "weight of the colour-moment loss: the mean and covariance of the colours of the generated images "
+        "(this batch with the history pool) are pulled to those of the target domain's training images. It "
+        "corrects the GAN's slow, biased drift on tone and colour; 0 = off (the paper); fast recipe: 10")
     lambda_gp: float = option(10.0, "wgangp: weight of the gradient penalty, applied to both discriminators "
                                     "(the official code defines it but never calls it)")
     pool_size: int = option(50, "generated images kept in each discriminator's history pool (0 = none)")

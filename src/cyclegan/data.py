@@ -242,6 +242,13 @@ class UnpairedDataset(torch.utils.data.Dataset):
         b, path_b = self._load(self.paths_b, int(self.order_b[index]), self.channels_b, generator)
         return {"A": a, "B": b, "A_path": str(path_a), "B_path": str(path_b)}
 
+    def spread_sample(self, domain: str, count: int, seed: int):
+        """Up to ``count`` preprocessed images (C, H, W) of domain ``"a"`` or ``"b"``, spread evenly over its files."""
+        paths, channels = (self.paths_a, self.channels_a) if domain == "a" else (self.paths_b, self.channels_b)
+        generator = torch.Generator().manual_seed(seed)
+        for index in range(0, len(paths), max(1, len(paths) // count)):
+            yield self._load(paths, index, channels, generator)[0]
+
     def _load(self, paths: list[Path], index: int, channels: int, generator: torch.Generator):
         """Load ``paths[index]``; a file that fails is reported and the next one is used instead."""
         for attempt in range(len(paths)):

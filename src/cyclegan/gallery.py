@@ -154,6 +154,7 @@ LOSS_PLOTS = {
     "discriminators": ("discriminator losses", ("D_A", "D_B")),
     "cycle": ("cycle-consistency losses", ("cycle_A", "cycle_B")),
     "identity": ("identity losses", ("idt_A", "idt_B")),
+    "colour": ("colour-moment losses", ("colour_A", "colour_B")),
     "lr": ("learning rate", ("lr",)),
 }
 EVAL_PLOTS = {"eval_cycle": ("held-out cycle L1 (0-255)", "cycle_l1_255"), "eval_fid": ("FID on the test split", "fid"),
@@ -181,6 +182,8 @@ def write_training_plots(run_dir: Path, records: list[dict]) -> list[Path]:
     for name, (title, keys) in LOSS_PLOTS.items():
         series = {key: ([r["iter"] for r in records if key in r], [float(r[key]) for r in records if key in r])
                   for key in keys}
+        if not any(xs for xs, _ in series.values()):  # e.g. the colour losses of a run without them
+            continue
         path = folder / f"{name}.svg"
         atomic_write_text(path, line_plot_svg(series, title=title, x_label="iteration"))
         paths.append(path)

@@ -1,4 +1,5 @@
-"""The CycleGAN objectives: adversarial (least squares or cross-entropy), cycle and identity L1."""
+"""The CycleGAN objectives: adversarial (least squares or cross-entropy), cycle and identity L1, and the
+fast recipe's colour-moment loss."""
 
 from __future__ import annotations
 
@@ -52,3 +53,40 @@ def gradient_penalty(d: nn.Module, real: torch.Tensor, fake: torch.Tensor, *, we
     (grad,) = torch.autograd.grad(d(mixed).sum(), mixed, create_graph=True)
     norm = (grad.flatten(1) + 1e-16).norm(2, dim=1)  # (B,)
     return weight * ((norm - 1.0) ** 2).mean()
+
+
+ColourSums = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def colour_sums(images: torch.Tensor) -> ColourSums:
+    """(pixel count, per-channel sum (C,), sum of channel outer products (C, C)) of (N, C, H, W) images."""
+    pixels = images.float().transpose(0, 1).flatten(1)  # (C, N*H*W)
+    return pixels.new_tensor(float(pixels.shape[1])), pixels.sum(1), pixels @ pixels.T
+
+
+def add_sums(first: ColourSums, second: ColourSums) -> ColourSums:
+    return tuple(a + b for a, b in zip(first, second))  # type: ignore[return-value]
+
+
+def colour_moments(sums: ColourSums) -> torch.Tensor:
+    """The mean colour (C,) and the upper triangle of the colour covariance, concatenated."""
+    count, total, outer = sums
+    mean = total / count
+    covariance = outer / count - torch.outer(mean, mean)
+    rows, cols = torch.triu_indices(len(mean), len(mean), device=mean.device)
+    return torch.cat([mean, covariance[rows, cols]])
+
+
+def colour_moment_loss(fake: torch.Tensor, target: torch.Tensor, history: ColourSums | None, weight: float) -> torch.Tensor:
+    """weight * |moments(history + fake) - target|^2, with the gradient of that mismatch sent through ``fake``.
+
+    The colour mean and covariance are those of all recently generated images (``history``, the
+    detached contents of the discriminator's pool, plus this batch), so only the whole set is pulled
+    towards the target domain's moments: each image keeps its own colours. (Matching each batch of
+    one image to the domain's moments would push every image to the same mean.) The value is
+    weight * |mismatch|^2; the gradient is that of |moments(fake) - moments(fake) + mismatch|^2.
+    """
+    own = colour_moments(colour_sums(fake))
+    whole = colour_sums(fake.detach()) if history is None else add_sums(history, colour_sums(fake.detach()))
+    mismatch = (colour_moments(whole) - target).detach()
+    return weight * (own - (own.detach() - mismatch)).pow(2).sum()

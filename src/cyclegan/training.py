@@ -38,7 +38,7 @@ from .devices import autocast, check_precision, memory_format, pick_device
 from .distributed import SINGLE, Distributed, device_for
 from .gallery import write_training_page
 from .image_pool import ImagePool
-from .losses import GANLoss, cycle_loss, gradient_penalty, identity_loss
+from .losses import ColourSums, GANLoss, add_sums, colour_moment_loss, colour_moments, colour_sums, cycle_loss, gradient_penalty, identity_loss
 from .models import build_discriminator, build_generator
 from .schedules import Plateau, cosine_factor, ema_weight, linear_decay, linear_factor, step_factor, warmup_factor
 from .tracking import MetricsLog, TensorBoardLog, atomic_write_text, format_losses, image_grid, progress
@@ -46,6 +46,8 @@ from .tracking import MetricsLog, TensorBoardLog, atomic_write_text, format_loss
 log = logging.getLogger(__name__)
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
+COLOUR_LOSS_NAMES = ("colour_A", "colour_B")  # with --lambda_colour: G_A's fakes against B's moments, G_B's against A's
+COLOUR_TARGET_IMAGES = 256  # training images per domain whose colour moments are the targets
 
 # Options that may change when a run is resumed: they steer the loop, not what is learnt per step.
 RESUME_OVERRIDABLE = frozenset({
@@ -90,12 +92,14 @@ class CycleGAN(nn.Module):
         lambda_b: float = 10.0,
         lambda_identity: float = 0.5,
         lambda_gp: float = 10.0,
+        lambda_colour: float = 0.0,
     ):
         super().__init__()
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
         self.gan_loss = GANLoss(gan_mode)
         self.lambda_a, self.lambda_b, self.lambda_identity = lambda_a, lambda_b, lambda_identity
         self.lambda_gp = lambda_gp
+        self.lambda_colour = lambda_colour
 
     def networks(self) -> dict[str, nn.Module]:
         return {name: getattr(self, name) for name in NETWORK_NAMES}
@@ -108,8 +112,10 @@ class CycleGAN(nn.Module):
         rec_b = self.g_ab(fake_a)
         return {"real_a": real_a, "fake_b": fake_b, "rec_a": rec_a, "real_b": real_b, "fake_a": fake_a, "rec_b": rec_b}
 
-    def generator_losses(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Adversarial, cycle and identity losses of both generators (discriminators held fixed)."""
+    def generator_losses(self, images: dict[str, torch.Tensor], colour: dict | None = None) -> dict[str, torch.Tensor]:
+        """Adversarial, cycle and identity losses of both generators (discriminators held fixed); with
+        ``lambda_colour``, the colour-moment losses too, given ``colour`` = {"a"/"b": (target moments,
+        history sums or None)} for the fakes of A and of B."""
         real_a, real_b = images["real_a"], images["real_b"]
         losses = {
             "G_A": self.gan_loss(self.d_b(images["fake_b"]), True),
@@ -122,6 +128,11 @@ class CycleGAN(nn.Module):
             losses["idt_B"] = identity_loss(self.g_ba(real_a), real_a, self.lambda_a * self.lambda_identity)
         else:
             losses["idt_A"] = losses["idt_B"] = real_a.new_zeros(())
+        if self.lambda_colour > 0:
+            if colour is None:
+                raise ValueError("lambda_colour > 0 needs the domains' colour moments (Trainer.set_colour_targets)")
+            losses["colour_A"] = colour_moment_loss(images["fake_b"], *colour["b"], self.lambda_colour)
+            losses["colour_B"] = colour_moment_loss(images["fake_a"], *colour["a"], self.lambda_colour)
         return losses
 
     def discriminator_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -146,10 +157,10 @@ class GeneratorSide(nn.Module):
         self.g_ab, self.g_ba = model.g_ab, model.g_ba
         self._model = [model]  # a plain list: the discriminators must not become this module's parameters
 
-    def forward(self, real_a: torch.Tensor, real_b: torch.Tensor):
+    def forward(self, real_a: torch.Tensor, real_b: torch.Tensor, colour: dict | None = None):
         model = self._model[0]
         images = model.translate_both(real_a, real_b)
-        return images, model.generator_losses(images)
+        return images, model.generator_losses(images, colour)
 
 
 class DiscriminatorSide(nn.Module):
@@ -179,6 +190,7 @@ def build_cyclegan(config: ExperimentConfig) -> CycleGAN:
         lambda_b=t.lambda_B,
         lambda_identity=t.lambda_identity,
         lambda_gp=t.lambda_gp,
+        lambda_colour=t.lambda_colour,
     )
 
 
@@ -260,6 +272,7 @@ class Trainer:
         self.best: float | None = None  # the best --keep_best value so far
         self.callback: Callable[["Trainer"], bool] | None = None
         self.iters_per_epoch = 0  # known once fit() has the dataset; makes the cosine lr move within an epoch
+        self.colour_targets: dict[str, torch.Tensor] = {}  # --lambda_colour: each domain's colour moments
         self.set_learning_rate()
 
     def _sync_batch_norm(self) -> None:
@@ -299,7 +312,7 @@ class Trainer:
         self.scaler.update()
         self.update_ema()
         self.last_images = {k: v[0].detach() for k, v in images.items()}
-        return {name: losses[name].detach() for name in LOSS_NAMES}
+        return {name: losses[name].detach() for name in LOSS_NAMES + COLOUR_LOSS_NAMES if name in losses}
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -324,13 +337,32 @@ class Trainer:
         set_requires_grad(discriminators, False)
         self.opt_g.zero_grad(set_to_none=True)
         with autocast(self.device, self.config.train.precision):
-            images, losses = self.g_side(real_a, real_b)
+            images, losses = self.g_side(real_a, real_b, self._colour_inputs())
         total = sum(losses.values())
         self.scaler.scale(total).backward()
         if self._finite(total, losses, "generator"):
             self.scaler.step(self.opt_g)
         set_requires_grad(discriminators, True)
         return images, losses
+
+    def set_colour_targets(self, dataset: UnpairedDataset) -> None:
+        """The colour moments of (up to COLOUR_TARGET_IMAGES of) each domain's training images, as trained on."""
+        for key in ("a", "b"):
+            sums = None
+            for image in dataset.spread_sample(key, COLOUR_TARGET_IMAGES, self.config.train.seed):
+                sums = colour_sums(image[None]) if sums is None else add_sums(sums, colour_sums(image[None]))
+            self.colour_targets[key] = colour_moments(sums).to(self.device)
+
+    def _colour_inputs(self) -> dict[str, tuple[torch.Tensor, ColourSums | None]] | None:
+        """For the colour-moment loss: each domain's target moments and the sums of its fakes in the pool."""
+        if self.config.train.lambda_colour <= 0:
+            return None
+        if not self.colour_targets:
+            raise ValueError("--lambda_colour needs the domains' colour moments: fit() measures them, or call "
+                             "Trainer.set_colour_targets(dataset) before train_step")
+        pools = {"a": self.pool_a, "b": self.pool_b}
+        return {key: (target, colour_sums(torch.cat(pools[key].images)) if pools[key].images else None)
+                for key, target in self.colour_targets.items()}
 
     def _finite(self, total: torch.Tensor, losses: dict[str, torch.Tensor], which: str) -> bool:
         """Whether the update may be applied; stops the run on a non-finite loss unless told to skip."""
@@ -541,6 +573,8 @@ class Trainer:
         dataset = dataset if dataset is not None else self.make_dataset()
         self.callback = callback
         self.iters_per_epoch = -(-len(self._shard(dataset)) // self.config.train.batch_size)
+        if self.config.train.lambda_colour > 0:
+            self.set_colour_targets(dataset)
         metrics = self._open_run_folder()
         log.info("run folder %s: %d images per epoch, epoch %d of %d, iteration %d",
                  self.run_dir, len(dataset), self.epoch, self.total_epochs, self.total_iters)
