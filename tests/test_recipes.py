@@ -35,6 +35,14 @@ def test_saved_config_of_a_fast_run_rebuilds_the_same_config():
     assert ExperimentConfig.from_dict(json.loads(config.to_json())) == config
 
 
+def test_a_fast_run_saved_before_an_option_joined_the_bundle_loads_as_it_trained():
+    saved = json.loads(build_experiment({"recipe": "fast"}).to_json())
+    del saved["model"]["colour_path"], saved["train"]["lambda_colour"]  # as saved before they existed
+    old = ExperimentConfig.from_dict(saved)
+    assert old.model.colour_path == 0 and old.train.lambda_colour == 0.0
+    assert old.model.global_residual and old.train.ema_decay == 0.999
+
+
 def test_unknown_recipe_lists_the_valid_ones():
     with pytest.raises(ValueError, match="paper, fast"):
         build_experiment({"recipe": "quick"})

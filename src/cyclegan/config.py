@@ -209,8 +209,12 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
-        """Rebuild from ``to_dict`` output (nested) or from flat official option names."""
-        return build_experiment(flatten_config_dict(data))
+        """Rebuild from ``to_dict`` output (nested) or from flat official option names.
+
+        The recipe's bundle is not applied again: a saved config holds every value it resolved, and an
+        option it lacks came after it was saved, so it takes the default (off), as the run trained.
+        """
+        return build_experiment(flatten_config_dict(data), base=cls())
 
     def option(self, key: str) -> Any:
         """The value of one flat official-named option."""
