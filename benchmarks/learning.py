@@ -9,6 +9,7 @@ the held-out crops against their true winter look, next to doing nothing (the in
     python benchmarks/learning.py                   # 600 iterations, about 2-3 minutes on 2 cores
     python benchmarks/learning.py --iters 1944      # the whole demo (8 epochs)
     python benchmarks/learning.py --option lr=0.0004
+    python benchmarks/learning.py --iters 1944 --tasks etching --option lambda_colour=0
 
 Learning curves (--curve): for every task and recipe, trains for up to --minutes of wall-clock time
 and scores the held-out crops at fixed moments of training time (the scoring itself is not
@@ -56,10 +57,11 @@ AT_64_PX = {"load_size": 72, "crop_size": 64, "num_threads": 0, "print_freq": 20
 # lr stays constant through the first 100 epochs, i.e. through the whole curve.
 CURVE_RUNS = {
     "paper": {"recipe": "paper", "netG": "resnet_6blocks", **AT_64_PX},
-    "fast": {**DEMO_OPTIONS, **AT_64_PX},
+    "fast": {**DEMO_OPTIONS, "lambda_colour": 0.0, **AT_64_PX},  # the recipe alone, with the demo's sizes
+    "fast_colour": {**DEMO_OPTIONS, **AT_64_PX},  # what make demo trains: fast + --lambda_colour 3
 }
 MINUTE_MARKS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
-COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200)}
+COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 40, 170)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:
@@ -272,7 +274,8 @@ def curves_main(args, changes: dict) -> None:
 
 def single_run_main(args, changes: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        dataroot = build_demo_dataset((args.data or Path(tmp)) / "data")
+        task = args.tasks[0]  # one run: the first task named (winter unless --tasks says otherwise)
+        dataroot = build_demo_dataset((args.data or Path(tmp)) / task / "data", task=task)
         config = build_experiment({**DEMO_OPTIONS, "dataroot": str(dataroot), "checkpoints_dir": tmp, "name": "learning",
                                    "max_iters": args.iters, **changes})
         started = time.time()
@@ -280,7 +283,7 @@ def single_run_main(args, changes: dict) -> None:
         minutes = (time.time() - started) / 60
         held_out = translate_test_crops(load_generator(config.run_dir, "AtoB"), dataroot)
     trained, nothing = mean_scores(held_out), mean_scores(held_out, "real")
-    print(f"{args.iters} iterations in {minutes:.1f} min ({', '.join(args.option) or 'the fast recipe'}), "
+    print(f"{task}: {args.iters} iterations in {minutes:.1f} min ({', '.join(args.option) or 'the fast recipe'}), "
           f"{len(held_out)} held-out crops:")
     print(f"  trained:    PSNR {trained['psnr_db']:6.2f} dB   SSIM {trained['ssim']:.3f}")
     print(f"  do nothing: PSNR {nothing['psnr_db']:6.2f} dB   SSIM {nothing['ssim']:.3f}")

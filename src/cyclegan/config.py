@@ -42,8 +42,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lr_policy": "cosine",  # smooth, per-iteration decay to zero: short runs end settled
         "warmup_iters": 100,  # ramp the lr in, so the first updates of the untrained D do not throw G off the identity
         "ema_decay": 0.999,  # translate with the moving average of the generator weights
-        "colour_path": 32,  # a per-pixel colour curve beside the instance-normalised trunk
-        "lambda_colour": 10.0,  # pull the fakes' overall colour mean and covariance to the target domain's
     },
 }
 
@@ -91,7 +89,7 @@ class ModelConfig:
         0,
         "hidden channels of a per-pixel colour branch (1x1 convs, no normalisation) added to the global "
         "residual: one tone and colour curve for every image, which the instance-normalised trunk cannot "
-        "express (fast recipe: 32; 0 = none; needs --global_residual)",
+        "express (0 = none; needs --global_residual; not in the fast recipe: it cost the etching task 0.5 dB)",
     )
 
 
@@ -136,7 +134,8 @@ class TrainConfig:
     lambda_colour: float = option(
         0.0, "weight of the colour-moment loss: the mean and covariance of the colours of the generated images "
         "(this batch with the history pool) are pulled to those of the target domain's training images. It "
-        "corrects the GAN's slow, biased drift on tone and colour; 0 = off (the paper); fast recipe: 10")
+        "corrects the GAN's slow, biased drift on tone and colour, but also learns any colour difference between "
+        "the two domains' content; 0 = off (the paper and the fast recipe; the demo uses 3)")
     lambda_gp: float = option(10.0, "wgangp: weight of the gradient penalty, applied to both discriminators "
                                     "(the official code defines it but never calls it)")
     pool_size: int = option(50, "generated images kept in each discriminator's history pool (0 = none)")
