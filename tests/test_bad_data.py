@@ -131,8 +131,8 @@ def poison(trainer: Trainer, when: int) -> None:
     """Make the generator losses NaN at iteration ``when``."""
     original = trainer.model.generator_losses
 
-    def losses(images):
-        out = original(images)
+    def losses(images, colour=None):
+        out = original(images, colour)
         if trainer.total_iters + 1 == when:
             out["G_A"] = out["G_A"] * float("nan")
         return out

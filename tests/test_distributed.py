@@ -111,12 +111,14 @@ def cli_train(dataroot: Path, runs: Path, name: str, *extra: str) -> subprocess.
 
 def test_torchrun_trains_shards_the_data_writes_once_and_resumes_exactly(dataroot, tmp_path):
     runs = tmp_path / "runs"
-    straight = cli_train(dataroot, runs, "straight", "--max_iters", "4")
+    # with the colour-moment loss, which reads each rank's own pool
+    colour = ("--global_residual", "--lambda_colour", "3")
+    straight = cli_train(dataroot, runs, "straight", "--max_iters", "4", *colour)
     assert "effective batch 2" in straight.stderr and straight.stderr.count("effective batch") == 1
-    cli_train(dataroot, runs, "halves", "--max_iters", "2")
+    cli_train(dataroot, runs, "halves", "--max_iters", "2", *colour)
     checkpoint = Checkpoint(runs / "halves")
     assert len(checkpoint.training_state()["ranks"]) == 2  # each rank's own pools and RNGs
-    cli_train(dataroot, runs, "ignored", "--resume", str(runs / "halves"), "--max_iters", "4")
+    cli_train(dataroot, runs, "ignored", "--resume", str(runs / "halves"), "--max_iters", "4", *colour)
 
     a, b = Checkpoint(runs / "straight"), Checkpoint(runs / "halves")
     # 3 images of A over 2 ranks: 2 each (DistributedSampler pads), so iteration 4 ends epoch 2
@@ -128,6 +130,7 @@ def test_torchrun_trains_shards_the_data_writes_once_and_resumes_exactly(dataroo
             assert torch.equal(left[key], right[key]), (name, key)
     records = [json.loads(line) for line in (runs / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records] == [1, 2, 3, 4]  # one writer: no line twice
+    assert all(r["colour_A"] > 0 for r in records)
 
 
 @pytest.mark.parametrize("options, words", [({"norm": "batch"}, "SyncBatchNorm, which runs on CUDA only"),
