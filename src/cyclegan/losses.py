@@ -1,5 +1,5 @@
 """The CycleGAN objectives: adversarial (least squares or cross-entropy), cycle and identity L1, and the
-fast recipe's colour-moment loss."""
+colour-moment loss (--lambda_colour)."""
 
 from __future__ import annotations
 

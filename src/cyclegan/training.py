@@ -38,7 +38,8 @@ from .devices import autocast, check_precision, memory_format, pick_device
 from .distributed import SINGLE, Distributed, device_for
 from .gallery import write_training_page
 from .image_pool import ImagePool
-from .losses import ColourSums, GANLoss, add_sums, colour_moment_loss, colour_moments, colour_sums, cycle_loss, gradient_penalty, identity_loss
+from .losses import (ColourSums, GANLoss, add_sums, colour_moment_loss, colour_moments, colour_sums, cycle_loss,
+                     gradient_penalty, identity_loss)
 from .models import build_discriminator, build_generator
 from .schedules import Plateau, cosine_factor, ema_weight, linear_decay, linear_factor, step_factor, warmup_factor
 from .tracking import MetricsLog, TensorBoardLog, atomic_write_text, format_losses, image_grid, progress
