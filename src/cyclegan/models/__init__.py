@@ -36,7 +36,7 @@ def build_generator(cfg: ModelConfig, *, in_channels: int | None = None, out_cha
         dropout=not cfg.no_dropout,
         upsample=cfg.upsample,
         global_residual=cfg.global_residual,
-        **({"colour_path": cfg.colour_path} if cfg.colour_path else {}),
+        colour_path=cfg.colour_path,
     )
     init_weights(net, cfg.init_type, cfg.init_gain)
     if cfg.global_residual:

@@ -102,10 +102,10 @@ class ResnetGenerator(nn.Module):
         """Zero the last conv so that a global-residual generator starts as the identity map."""
         if not self.global_residual:
             raise ValueError("start_as_identity needs global_residual=True")
-        for last in (self.head[-1], self.colour[-1] if self.colour is not None else None):
-            if last is not None:
-                nn.init.zeros_(last.weight)
-                nn.init.zeros_(last.bias)
+        lasts = [self.head[-1]] + ([self.colour[-1]] if self.colour is not None else [])
+        for last in lasts:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up(self.blocks(self.down(self.stem(x))))  # (B, base_channels, H, W)
@@ -159,10 +159,12 @@ class UnetGenerator(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, *, num_downs: int = 8, base_channels: int = 64,
-                 norm: str = "batch", dropout: bool = False, upsample: str = "transpose", global_residual: bool = False):
+                 norm: str = "batch", dropout: bool = False, upsample: str = "transpose", global_residual: bool = False,
+                 colour_path: int = 0):
         super().__init__()
-        if upsample != "transpose" or global_residual:
-            raise ValueError("the U-Net generators support only --upsample transpose without --global_residual")
+        if upsample != "transpose" or global_residual or colour_path:
+            raise ValueError("the U-Net generators support only --upsample transpose without --global_residual "
+                             "or --colour_path")
         c = base_channels
         block = UnetSkipBlock(c * 8, c * 8, innermost=True, norm=norm)
         for _ in range(num_downs - 5):
