@@ -1,0 +1,66 @@
+"""The learning benchmark's data-bound reference: the true translation recoloured into domain B's colours."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cyclegan.demo import TASKS
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
+
+
+@pytest.fixture(scope="module")
+def learning():
+    spec = importlib.util.spec_from_file_location("learning_benchmark", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def photo(rng, brightness: float) -> Image.Image:
+    """A smooth, photo-like 32-pixel RGB image whose colours centre on ``brightness``."""
+    low = rng.normal(brightness, 0.2, size=(8, 8, 3)).clip(0, 1)
+    return Image.fromarray((low * 255).astype(np.uint8)).resize((32, 32), Image.BICUBIC)
+
+
+def write_task(root: Path, b_brightness: float | None, seed: int = 0) -> Path:
+    """trainA, testA and testA_truth of the winter task; trainB = T(trainA) itself when
+    ``b_brightness`` is None, else T of other photos centred on ``b_brightness``."""
+    rng = np.random.default_rng(seed)
+    transform = TASKS["winter"].transform
+    for sub in ("trainA", "trainB", "testA", "testA_truth"):
+        (root / sub).mkdir(parents=True)
+    for i in range(6):
+        a = photo(rng, 0.5)
+        a.save(root / "trainA" / f"{i}.png")
+        b = a if b_brightness is None else photo(rng, b_brightness)
+        transform(b).save(root / "trainB" / f"{i}.png")
+    for i in range(3):
+        a = photo(rng, 0.5)
+        a.save(root / "testA" / f"{i}.png")
+        transform(a).save(root / "testA_truth" / f"{i}.png")
+    return root
+
+
+def test_the_truth_in_b_colours_is_near_perfect_when_b_is_the_transform_of_a(learning, tmp_path):
+    from cyclegan.demo import translate_test_crops
+
+    dataroot = write_task(tmp_path, b_brightness=None)
+    held_out = translate_test_crops(lambda a: a, dataroot)
+    assert learning.truth_in_b_colours(dataroot, "winter", held_out) > 40
+
+
+def test_the_truth_in_b_colours_falls_when_b_shows_darker_content(learning, tmp_path):
+    from cyclegan.demo import translate_test_crops
+
+    same = write_task(tmp_path / "same", b_brightness=0.5, seed=1)
+    darker = write_task(tmp_path / "darker", b_brightness=0.3, seed=1)
+    scores = {name: learning.truth_in_b_colours(root, "winter", translate_test_crops(lambda a: a, root))
+              for name, root in (("same", same), ("darker", darker))}
+    # B's content is darker than T(A)'s, so recolouring T(a) into B's colours darkens it: the
+    # score drops by far more than the sampling difference between two like-for-like domains
+    assert scores["darker"] < scores["same"] - 6
+    assert scores["darker"] < 25
