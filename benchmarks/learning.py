@@ -284,11 +284,17 @@ def replot_main(args) -> None:
 
 
 def share_content(dataroot: Path, task: str) -> None:
-    """Replace trainB by T(trainA): the same content in both domains, the pairing still random."""
+    """Replace trainB by T(trainA): the same content in both domains, the pairing still random.
+
+    The data's marker records it, so that a later run without --shared_content on the same --data
+    rebuilds the real trainB instead of silently training on this one.
+    """
     for old in find_images(dataroot / "trainB"):
         old.unlink()
     for path in find_images(dataroot / "trainA"):
         TASKS[task].transform(load_image(path)).save(dataroot / "trainB" / path.name)
+    marker = dataroot / "demo_dataset.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "shared_content": True}))
 
 
 def curves_main(args, changes: dict) -> None:

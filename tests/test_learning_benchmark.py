@@ -64,3 +64,18 @@ def test_the_truth_in_b_colours_falls_when_b_shows_darker_content(learning, tmp_
     # score drops by far more than the sampling difference between two like-for-like domains
     assert scores["darker"] < scores["same"] - 6
     assert scores["darker"] < 25
+
+
+def test_shared_content_is_undone_by_the_next_build_of_the_same_data(learning, tmp_path):
+    from cyclegan.demo import build_demo_dataset
+
+    def train_b(root):
+        return {p.name: p.read_bytes() for p in (root / "trainB").glob("*.png")}
+
+    root = build_demo_dataset(tmp_path / "data", train_per_photo=2, test_per_photo=1)
+    real_b = train_b(root)
+    learning.share_content(root, "winter")
+    assert train_b(root).keys() == {p.name for p in (root / "trainA").glob("*.png")}
+    assert train_b(root) != real_b
+    build_demo_dataset(root, train_per_photo=2, test_per_photo=1)  # a later run without --shared_content
+    assert train_b(root) == real_b
