@@ -53,7 +53,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from cyclegan.checkpoint import load_generator  # noqa: E402
 from cyclegan.config import build_experiment  # noqa: E402
-from cyclegan.demo import DEMO_OPTIONS, TASKS, build_demo_dataset, translate_test_crops  # noqa: E402
+from cyclegan.demo import DATA_MARKER, DEMO_OPTIONS, TASKS, build_demo_dataset, translate_test_crops  # noqa: E402
 from cyclegan.data import find_images, load_image  # noqa: E402
 from cyclegan.evaluate import colour_distribution_transfer, colour_mapping_ceiling, periodic_peak, psnr, ssim  # noqa: E402
 from cyclegan.training import Trainer  # noqa: E402
@@ -106,22 +106,22 @@ def recoloured_psnr(transfer, images: list[torch.Tensor], truths: list[torch.Ten
     return float(np.mean(scores))
 
 
-def unpaired_colour_transfer(dataroot: Path, held_out) -> float:
-    """Mean held-out PSNR of the colour distribution transfer fitted from trainA's colours to trainB's."""
-    transfer = colour_distribution_transfer(domain_pixels(dataroot / "trainA"), domain_pixels(dataroot / "trainB", seed=1))
+def unpaired_colour_transfer(dataroot: Path, held_out, b_pixels: np.ndarray) -> float:
+    """Mean held-out PSNR of the colour distribution transfer fitted from trainA's colours to trainB's (``b_pixels``)."""
+    transfer = colour_distribution_transfer(domain_pixels(dataroot / "trainA"), b_pixels)
     return recoloured_psnr(transfer, [t.real for t in held_out], [t.truth for t in held_out])
 
 
-def truth_in_b_colours(dataroot: Path, task: str, held_out) -> float:
-    """Mean held-out PSNR of the true translation T(a), recoloured so that T(trainA) takes trainB's colours.
+def truth_in_b_colours(dataroot: Path, task: str, held_out, b_pixels: np.ndarray) -> float:
+    """Mean held-out PSNR of the true translation T(a), recoloured so that T(trainA) takes trainB's colours
+    (``b_pixels``, a sample of them).
 
     A learner that matches domain B's colour distribution exactly, as the GAN objective asks, and is
     otherwise perfect, ends about here. Where trainA and trainB show different content, T(trainA) and
     trainB differ in colour, and this falls below the per-pixel ceiling: the data, not the method,
     then cap what an unpaired learner can score.
     """
-    transfer = colour_distribution_transfer(domain_pixels(dataroot / "trainA", transform=TASKS[task].transform),
-                                            domain_pixels(dataroot / "trainB", seed=1))
+    transfer = colour_distribution_transfer(domain_pixels(dataroot / "trainA", transform=TASKS[task].transform), b_pixels)
     truths = [t.truth for t in held_out]
     return recoloured_psnr(transfer, truths, truths)
 
@@ -133,10 +133,11 @@ def references(dataroot: Path, task: str) -> dict[str, float]:
     ceiling = colour_mapping_ceiling([t.real for t in held_out], [t.truth for t in held_out])
     truth, real = torch.cat([t.truth for t in held_out]), torch.cat([t.real for t in held_out])
     nothing = mean_scores(held_out, "real")
+    b_pixels = domain_pixels(dataroot / "trainB", seed=1)  # both colour transfers aim at the same sample of B
     return {"nothing_psnr_db": nothing["psnr_db"], "nothing_ssim": nothing["ssim"],
             "ceiling_psnr_db": ceiling["best_psnr_db"],
-            "unpaired_transfer_psnr_db": unpaired_colour_transfer(dataroot, held_out),
-            "truth_in_b_colours_psnr_db": truth_in_b_colours(dataroot, task, held_out),
+            "unpaired_transfer_psnr_db": unpaired_colour_transfer(dataroot, held_out, b_pixels),
+            "truth_in_b_colours_psnr_db": truth_in_b_colours(dataroot, task, held_out, b_pixels),
             **{f"truth_checkerboard_period_{p}": periodic_peak(truth, p) for p in (2, 4)},
             **{f"input_checkerboard_period_{p}": periodic_peak(real, p) for p in (2, 4)}}
 
@@ -293,7 +294,7 @@ def share_content(dataroot: Path, task: str) -> None:
         old.unlink()
     for path in find_images(dataroot / "trainA"):
         TASKS[task].transform(load_image(path)).save(dataroot / "trainB" / path.name)
-    marker = dataroot / "demo_dataset.json"
+    marker = dataroot / DATA_MARKER
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "shared_content": True}))
 
 

@@ -45,12 +45,16 @@ def write_task(root: Path, b_brightness: float | None, seed: int = 0) -> Path:
     return root
 
 
+def b_colours(learning, root: Path):
+    return learning.domain_pixels(root / "trainB", seed=1)
+
+
 def test_the_truth_in_b_colours_is_near_perfect_when_b_is_the_transform_of_a(learning, tmp_path):
     from cyclegan.demo import translate_test_crops
 
     dataroot = write_task(tmp_path, b_brightness=None)
     held_out = translate_test_crops(lambda a: a, dataroot)
-    assert learning.truth_in_b_colours(dataroot, "winter", held_out) > 40
+    assert learning.truth_in_b_colours(dataroot, "winter", held_out, b_colours(learning, dataroot)) > 40
 
 
 def test_the_truth_in_b_colours_falls_when_b_shows_darker_content(learning, tmp_path):
@@ -58,7 +62,8 @@ def test_the_truth_in_b_colours_falls_when_b_shows_darker_content(learning, tmp_
 
     same = write_task(tmp_path / "same", b_brightness=0.5, seed=1)
     darker = write_task(tmp_path / "darker", b_brightness=0.3, seed=1)
-    scores = {name: learning.truth_in_b_colours(root, "winter", translate_test_crops(lambda a: a, root))
+    scores = {name: learning.truth_in_b_colours(root, "winter", translate_test_crops(lambda a: a, root),
+                                                b_colours(learning, root))
               for name, root in (("same", same), ("darker", darker))}
     # B's content is darker than T(A)'s, so recolouring T(a) into B's colours darkens it: the
     # score drops by far more than the sampling difference between two like-for-like domains

@@ -35,6 +35,7 @@ REGIONS = ((0.0, 0.35), (0.35, 0.65), (0.65, 1.0))
 SHORT_SIDE = 256  # photos are scaled to this shorter side before cropping
 TRAIN_CROP = 72  # training crops; the trainer takes random 64-pixel crops of them
 TEST_CROP = 64
+DATA_MARKER = "demo_dataset.json"  # how the data were built; a different recipe rebuilds them
 
 # The demo trains --recipe fast (the paper's recipe learns far too slowly for a 10-minute CPU demo)
 # with networks sized for 64-pixel crops on two CPU cores, and the colour-moment loss.
@@ -144,7 +145,7 @@ def build_demo_dataset(root: str | Path, *, train_per_photo: int = 27, test_per_
 
     chosen = lookup(TASKS, task, "task")
     root = Path(root)
-    marker = root / "demo_dataset.json"
+    marker = root / DATA_MARKER
     recipe = {"version": DEMO_DATA_VERSION, "train_per_photo": train_per_photo, "test_per_photo": test_per_photo, "seed": seed}
     if task != "winter":  # the winter marker stays as it was, so that built demo data is not rebuilt
         recipe["task"] = task
