@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cyclegan.config import build_experiment
@@ -60,3 +62,15 @@ def browser():
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
         yield browser
         browser.close()
+
+
+@contextmanager
+def torch_threads(count: int):
+    """Run the block with ``count`` intra-op threads: a kernel's sums are split by its thread count, so
+    two computations are bit-equal only at the same count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

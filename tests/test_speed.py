@@ -15,27 +15,52 @@ from cyclegan.reference import reference_optimizers, reference_step
 from cyclegan.training import LOSS_NAMES, Trainer
 
 
+STEPS = 3
+
+
+def reference_setup(trainer: Trainer, *, fused: bool):
+    """A copy of the trainer's networks with the official step's optimizers (for-loop Adam) or the
+    trainer's own fused Adam, and pools seeded as the trainer's are."""
+    reference = copy.deepcopy(trainer.model).to(memory_format=torch.contiguous_format)
+    optimizers = reference_optimizers(reference, fused=fused)
+    pools = ImagePool(2, torch.Generator().manual_seed(1)), ImagePool(2, torch.Generator().manual_seed(2))
+    torch.manual_seed(5)
+    batches = [(torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1) for _ in range(STEPS)]
+    return reference, optimizers, pools, batches
+
+
 @pytest.mark.parametrize("options", [{}, {"lambda_identity": 0.0, "gan_mode": "vanilla"}],
                          ids=["default", "no-identity-vanilla"])
-def test_trainer_step_equals_the_reference_step(tiny_config, options):
+def test_trainer_steps_are_the_reference_steps_bit_for_bit(tiny_config, options):
+    """Same process, same threads, same Adam kernel: the trainer's steps must be the official steps'
+    arithmetic exactly, pools and optimizer state included, so nothing may differ after several steps."""
+    trainer = Trainer(tiny_config(ngf=8, ndf=8, **options), device="cpu")
+    reference, (opt_g, opt_d), (pool_a, pool_b), batches = reference_setup(trainer, fused=True)
+    for a, b in batches:
+        assert trainer.train_step(a, b) == reference_step(reference, opt_g, opt_d, pool_a, pool_b, a, b)
+    theirs = reference.state_dict()
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, theirs[key]), key
+
+
+@pytest.mark.parametrize("options", [{}, {"lambda_identity": 0.0, "gan_mode": "vanilla"}],
+                         ids=["default", "no-identity-vanilla"])
+def test_fused_adam_step_is_the_official_for_loop_adam_step_up_to_rounding(tiny_config, options):
+    """The fused kernel orders Adam's few operations differently from the official for-loop one. One step
+    from equal weights and equal gradients: each weight may differ by the rounding of its own value and
+    of the update (a few units in the last place of lr, since Adam's first step is lr * sign(g)).
+    After more steps no such bound holds (the gradients then differ, and ReLU and L1 kinks amplify it)."""
     trainer = Trainer(tiny_config(ngf=8, ndf=8, **options), device="cpu")
     assert all(g["fused"] for opt in (trainer.opt_g, trainer.opt_d) for g in opt.param_groups)
-    reference = copy.deepcopy(trainer.model).to(memory_format=torch.contiguous_format)
-    opt_g, opt_d = reference_optimizers(reference)
-    pool_a, pool_b = ImagePool(2, torch.Generator().manual_seed(1)), ImagePool(2, torch.Generator().manual_seed(2))
-    torch.manual_seed(5)
-    batches = [(torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1) for _ in range(3)]
-    for a, b in batches:
-        fast = trainer.train_step(a, b)
-        slow = reference_step(reference, opt_g, opt_d, pool_a, pool_b, a, b)
-        for name in LOSS_NAMES:
-            assert fast[name] == pytest.approx(slow[name], rel=1e-4, abs=1e-6), name
-    ours, theirs = trainer.model.state_dict(), reference.state_dict()
-    noise = biases_before_instance_norm(trainer.model)
-    assert len(noise) > 10 and "g_ab.head.1.bias" not in noise
-    for key in ours:
-        if key not in noise:
-            assert torch.allclose(ours[key], theirs[key], rtol=1e-4, atol=1e-6), key
+    reference, (opt_g, opt_d), (pool_a, pool_b), [(a, b), *_] = reference_setup(trainer, fused=False)
+    assert trainer.train_step(a, b) == reference_step(reference, opt_g, opt_d, pool_a, pool_b, a, b)
+    lr, eps = trainer.config.train.lr, torch.finfo(torch.float32).eps
+    theirs = reference.state_dict()
+    differ = 0
+    for key, value in trainer.model.state_dict().items():
+        assert ((value - theirs[key]).abs() <= eps * (theirs[key].abs() + 4 * lr)).all(), key
+        differ += not torch.equal(value, theirs[key])
+    assert differ < len(theirs)
 
 
 def test_channels_last_step_computes_the_same_losses_and_gradients(tiny_config):
@@ -43,30 +68,13 @@ def test_channels_last_step_computes_the_same_losses_and_gradients(tiny_config):
     whose gradient is rounding noise may move +lr here and -lr there: weights agree within 2 lr."""
     trainer = Trainer(tiny_config(ngf=8, ndf=8, memory_format="channels_last"), device="cpu")
     assert trainer.model.g_ab.stem[1].weight.is_contiguous(memory_format=torch.channels_last)
-    reference = copy.deepcopy(trainer.model).to(memory_format=torch.contiguous_format)
-    opt_g, opt_d = reference_optimizers(reference)
-    pool_a, pool_b = ImagePool(2, torch.Generator().manual_seed(1)), ImagePool(2, torch.Generator().manual_seed(2))
-    torch.manual_seed(5)
-    a, b = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    reference, (opt_g, opt_d), (pool_a, pool_b), [(a, b), *_] = reference_setup(trainer, fused=False)
     fast = trainer.train_step(a, b)
     slow = reference_step(reference, opt_g, opt_d, pool_a, pool_b, a, b)
     assert fast == pytest.approx(slow, rel=1e-4, abs=1e-6)
     ours, theirs = trainer.model.state_dict(), reference.state_dict()
     lr = trainer.config.train.lr
     assert max(float((ours[k] - theirs[k]).abs().max()) for k in ours) <= 2 * lr * 1.001
-
-
-def biases_before_instance_norm(model: torch.nn.Module) -> set[str]:
-    """Conv biases that instance norm cancels: their gradient is 0 in exact arithmetic, so Adam,
-    which divides by its running size, turns rounding noise into full-size steps of random sign
-    (in the official code as much as here). Their values say nothing about equal computation."""
-    found = set()
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Sequential):
-            for i, (layer, following) in enumerate(zip(module, list(module)[1:])):
-                if isinstance(following, torch.nn.InstanceNorm2d) and getattr(layer, "bias", None) is not None:
-                    found.add(f"{name}.{i}.bias")
-    return found
 
 
 def test_bf16_is_refused_on_a_cpu_that_only_emulates_it(monkeypatch, tiny_config):

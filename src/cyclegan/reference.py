@@ -17,13 +17,16 @@ from .image_pool import ImagePool
 from .training import CycleGAN, set_requires_grad
 
 
-def reference_optimizers(model: CycleGAN, *, lr: float = 2e-4, beta1: float = 0.5) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """The official optimizers: Adam over both generators, Adam over both discriminators, for-loop kernel."""
+def reference_optimizers(model: CycleGAN, *, lr: float = 2e-4, beta1: float = 0.5,
+                         fused: bool = False) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """The official optimizers: Adam over both generators, Adam over both discriminators, for-loop kernel
+    (``fused=True``: the trainer's kernel, for comparing the rest of the step bit for bit)."""
+    kernel = {"fused": True} if fused else {"foreach": False}
     betas = (beta1, 0.999)
     opt_g = torch.optim.Adam(itertools.chain(model.g_ab.parameters(), model.g_ba.parameters()), lr=lr, betas=betas,
-                             foreach=False)
+                             **kernel)
     opt_d = torch.optim.Adam(itertools.chain(model.d_a.parameters(), model.d_b.parameters()), lr=lr, betas=betas,
-                             foreach=False)
+                             **kernel)
     return opt_g, opt_d
 
 
