@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,3 +75,9 @@ def torch_threads(count: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def same_threads_env() -> dict[str, str]:
+    """The environment for a child process whose numbers are compared bit for bit with this one's:
+    it gets this process's thread count, whatever torch would pick by itself."""
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}

@@ -2,7 +2,8 @@
 
 Each child runs the real ``cyclegan train`` command, with a hook that writes a marker file and
 sleeps at one chosen point (mid-iteration, or inside a checkpoint write), so the parent kills it
-exactly there: no timing guesses.
+exactly there: no timing guesses. The children get the test process's thread count, so that their
+weights can be compared bit for bit with the uninterrupted run's, computed in the test process.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from cyclegan.checkpoint import LATEST, Checkpoint
 
-from conftest import TINY_OPTIONS
+from conftest import TINY_OPTIONS, same_threads_env
 
 ITERS = 6
 
@@ -79,7 +80,7 @@ def train_args(dataroot: Path, runs: Path, *extra: str) -> list[str]:
 def run_until_killed(tmp_path: Path, args: list[str], point: str, at: int) -> None:
     marker = tmp_path / f"marker-{point}-{at}"
     child = subprocess.Popen([sys.executable, "-c", DRIVER, str(marker), point, str(at), *args],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=same_threads_env())
     deadline = time.time() + 120
     while not marker.exists():
         if child.poll() is not None:
@@ -93,7 +94,7 @@ def run_until_killed(tmp_path: Path, args: list[str], point: str, at: int) -> No
 
 def resume(runs: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cyclegan", "train", "--resume", str(runs / "run"), "--quiet"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=same_threads_env())
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +148,7 @@ def test_sigterm_saves_says_how_to_resume_and_resume_matches(tmp_path, dataroot,
     runs = tmp_path / "runs"
     marker = tmp_path / "unused"
     child = subprocess.run([sys.executable, "-c", DRIVER, str(marker), "sigterm", "5", *train_args(dataroot, runs)],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, env=same_threads_env())
     assert child.returncode == 0, child.stderr[-2000:]
     assert f"Resume with: cyclegan train --resume {runs / 'run'}" in child.stderr
     assert Checkpoint(runs / "run").info["total_iters"] == 5  # saved on the way out, nothing lost

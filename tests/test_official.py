@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -181,6 +182,29 @@ def test_export_then_import_is_exact_and_keeps_official_keys(tmp_path):
                      "--checkpoints_dir", str(runs)]) == 0
     one, two = Checkpoint(runs / "one").tensors(), Checkpoint(runs / "two").tensors()
     assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+
+
+def test_an_ema_run_exports_the_generators_it_translates_with(tmp_path, tiny_config, caplog):
+    from cyclegan.training import Trainer
+
+    caplog.set_level(logging.INFO)
+    config = tiny_config(ema_decay=0.9, max_iters=2)
+    Trainer(config).fit(show_progress=False)
+    runs = tmp_path / "back"
+    x = torch.rand(1, 3, 32, 28) * 2 - 1
+    for flags, ema in (([], True), (["--live"], False)):
+        out = tmp_path / f"exported{'-live' * (not ema)}"
+        caplog.clear()
+        assert cli.main(["export-official", str(config.run_dir), str(out), *flags]) == 0
+        assert ("from g_ab_ema (the moving average" in caplog.text) == ema
+        name = f"reimported{'-live' * (not ema)}"
+        assert cli.main(["import-official", str(out), "--name", name, "--checkpoints_dir", str(runs)]) == 0
+        with torch.no_grad():
+            for direction in ("AtoB", "BtoA"):
+                expected = load_generator(config.run_dir, direction, ema=ema)(x)
+                assert torch.equal(load_generator(runs / name, direction)(x), expected), (flags, direction)
+    with torch.no_grad():  # two iterations leave the average apart from the live weights
+        assert not torch.equal(load_generator(runs / "reimported", "AtoB")(x), load_generator(runs / "reimported-live", "AtoB")(x))
 
 
 def test_a_single_zoo_generator_imports_for_either_direction(tmp_path):

@@ -185,8 +185,12 @@ def generator_name(checkpoint: Checkpoint, direction: str, *, ema: bool = True) 
     """The stored network that translates ``direction``: its moving average when the run kept one."""
     if direction not in GENERATOR_FOR_DIRECTION:
         raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(GENERATOR_FOR_DIRECTION)}")
-    name = GENERATOR_FOR_DIRECTION[direction]
-    return name + EMA_SUFFIX if ema and checkpoint.has_network(name + EMA_SUFFIX) else name
+    return stored_network(checkpoint, GENERATOR_FOR_DIRECTION[direction], ema=ema)
+
+
+def stored_network(checkpoint: Checkpoint, network: str, *, ema: bool = True) -> str:
+    """The stored weights to use for ``network``: its moving average when the run kept one and ``ema``."""
+    return network + EMA_SUFFIX if ema and checkpoint.has_network(network + EMA_SUFFIX) else network
 
 
 def load_generator(path_or_run_dir: str | Path, direction: str = "AtoB", *, device: str | torch.device = "cpu",

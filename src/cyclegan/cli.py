@@ -337,6 +337,9 @@ def add_official_parsers(subparsers) -> None:
     p.add_argument("run", type=Path, metavar="RUN_OR_FILE")
     p.add_argument("destination", type=Path, metavar="DST_DIR")
     p.add_argument("--epoch", default="latest", help="file name prefix (default: latest)")
+    p.add_argument("--live", action="store_true",
+                   help="write the trained generator weights instead of their moving average (a run with "
+                        "--ema_decay keeps both; translate and test use the average, and so does this by default)")
     p.set_defaults(handler=run_export_official)
 
     p = subparsers.add_parser("download", help="download an official dataset or pretrained model",
@@ -361,10 +364,12 @@ def run_import_official(args: argparse.Namespace) -> int:
 
 
 def run_export_official(args: argparse.Namespace) -> int:
+    from .checkpoint import EMA_SUFFIX
     from .official import export_official
 
-    for path in export_official(args.run, args.destination, epoch=args.epoch):
-        log.info("wrote %s", path)
+    for path, network in export_official(args.run, args.destination, epoch=args.epoch, ema=not args.live).items():
+        kind = " (the moving average of the generator weights)" if network.endswith(EMA_SUFFIX) else ""
+        log.info("wrote %s from %s%s", path, network, kind)
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import LATEST, CheckpointError, generator_for, save_checkpoint
+from .checkpoint import LATEST, CheckpointError, generator_for, save_checkpoint, stored_network
 from .config import ExperimentConfig, ModelConfig, build_experiment
 from .models import build_discriminator, build_generator
 
@@ -228,8 +228,13 @@ def _network(config: ExperimentConfig, name: str) -> nn.Module:
     return build_discriminator(m, in_channels=m.input_nc if name == "d_a" else m.output_nc)
 
 
-def export_official(run: str | Path, destination: str | Path, *, epoch: str = "latest") -> list[Path]:
-    """Write a checkpoint's networks as official ``<epoch>_net_<G_A|G_B|D_A|D_B>.pth`` state dicts."""
+def export_official(run: str | Path, destination: str | Path, *, epoch: str = "latest",
+                    ema: bool = True) -> dict[Path, str]:
+    """Write a checkpoint's networks as official ``<epoch>_net_<G_A|G_B|D_A|D_B>.pth`` state dicts.
+
+    The generators are the moving averages when the run kept them (what ``translate`` and ``test``
+    use), unless ``ema`` is False. Returns {file written: the checkpoint network it holds}.
+    """
     from .checkpoint import Checkpoint
 
     checkpoint = Checkpoint(run)
@@ -237,13 +242,14 @@ def export_official(run: str | Path, destination: str | Path, *, epoch: str = "l
     check_official_architecture(model)
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
-    written = []
+    written = {}
     for theirs, ours in OFFICIAL_NETWORKS.items():
-        weights = checkpoint.tensors(f"{ours}.")
+        source = stored_network(checkpoint, ours, ema=ema)
+        weights = checkpoint.tensors(f"{source}.")
         if not weights:
             continue
         state = _rename(weights, _key_pairs(model, ours), to_official=True)
         path = destination / f"{epoch}_net_{theirs}.pth"
         torch.save(state, path)
-        written.append(path)
+        written[path] = source
     return written
