@@ -88,6 +88,7 @@ def test_existing_run_is_not_overwritten(tmp_path, dataroot, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+@pytest.mark.numerics
 def test_stop_and_resume_through_the_cli_matches_one_uninterrupted_run(tmp_path, dataroot):
     runs = tmp_path / "runs"
     straight = run_cli("train", "--quiet", *tiny_flags(dataroot, runs, "straight", max_iters=5))

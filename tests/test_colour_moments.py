@@ -87,6 +87,7 @@ def test_trainer_measures_the_targets_and_logs_the_colour_losses(tiny_config):
     assert (trainer.run_dir / "plots" / "colour.svg").is_file()
 
 
+@pytest.mark.numerics
 def test_resume_is_exact_with_the_colour_loss(tiny_config):
     options = {"lambda_colour": 10.0, "global_residual": True, "colour_path": 8, "pool_size": 3}
     straight = Trainer(tiny_config(**options, max_iters=4))

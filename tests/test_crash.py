@@ -22,6 +22,8 @@ from cyclegan.checkpoint import LATEST, Checkpoint
 
 from conftest import TINY_OPTIONS, same_threads_env
 
+pytestmark = pytest.mark.numerics
+
 ITERS = 6
 
 DRIVER = r"""

@@ -112,3 +112,15 @@ def test_missing_or_empty_domain_says_what_to_fix(dataroot, remove):
     (dataroot / remove).rmdir()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         unpaired_dataset_from_folders(dataroot, preprocess=Preprocess())
+
+
+@pytest.mark.parametrize("side, rounded", [(286, 288), (284, 284), (285, 284), (287, 288), (282, 280), (2, 4)])
+def test_preprocess_none_resizes_each_side_to_the_nearest_multiple_of_4_as_the_official_code(side, rounded):
+    """The official __make_power_2 rounds with Python's round (halves to the even multiple: 282 -> 280)."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, 40, 3), dtype=np.uint8))
+    out = Preprocess("none", flip=False)(image, torch.Generator().manual_seed(0))
+    assert out.shape == (3, rounded, 40)
+    if side == rounded:
+        assert torch.equal(out, to_tensor(image))  # already a multiple: left untouched
+    else:
+        assert torch.equal(out, to_tensor(image.resize((40, rounded), Image.BICUBIC)))

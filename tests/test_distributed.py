@@ -22,6 +22,8 @@ from conftest import torch_threads
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from ddp_worker import rank_batch  # noqa: E402
 
+pytestmark = pytest.mark.numerics
+
 STEPS = 3
 
 

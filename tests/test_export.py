@@ -11,6 +11,8 @@ from cyclegan.checkpoint import load_generator
 from cyclegan.cli import main
 from cyclegan.training import Trainer
 
+pytestmark = pytest.mark.numerics
+
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra: pip install 'cyclegan[export]' (make test installs it)")
 
 SIZES = [(1, 64, 64), (2, 96, 160)]

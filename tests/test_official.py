@@ -154,6 +154,7 @@ def test_a_pth_whose_unpickling_would_run_code_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.numerics
 def test_import_official_run_needs_no_flags_and_translates_like_the_official_g_a(tmp_path):
     source = official_run(tmp_path / "official" / "horse2zebra")
     runs = tmp_path / "checkpoints"
@@ -184,6 +185,7 @@ def test_export_then_import_is_exact_and_keeps_official_keys(tmp_path):
     assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
 
 
+@pytest.mark.numerics
 def test_an_ema_run_exports_the_generators_it_translates_with(tmp_path, tiny_config, caplog):
     from cyclegan.training import Trainer
 

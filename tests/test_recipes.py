@@ -103,6 +103,7 @@ def test_identity_weight_decays_linearly(tiny_config):
     assert records[0]["idt_A"] > 0
 
 
+@pytest.mark.numerics
 def test_ema_follows_the_generator_by_its_weight(tiny_config):
     trainer = Trainer(tiny_config(ema_decay=0.999))
     before = {k: v.clone() for k, v in trainer.ema["g_ab_ema"].state_dict().items()}
@@ -116,6 +117,7 @@ def test_ema_follows_the_generator_by_its_weight(tiny_config):
     assert changed > 0
 
 
+@pytest.mark.numerics
 def test_translation_uses_the_ema_and_resume_restores_it(tiny_config):
     straight = Trainer(tiny_config(ema_decay=0.99, max_iters=4))
     straight.fit(show_progress=False)

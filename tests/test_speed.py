@@ -29,6 +29,7 @@ def reference_setup(trainer: Trainer, *, fused: bool):
     return reference, optimizers, pools, batches
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("options", [{}, {"lambda_identity": 0.0, "gan_mode": "vanilla"}],
                          ids=["default", "no-identity-vanilla"])
 def test_trainer_steps_are_the_reference_steps_bit_for_bit(tiny_config, options):
@@ -43,6 +44,7 @@ def test_trainer_steps_are_the_reference_steps_bit_for_bit(tiny_config, options)
         assert torch.equal(value, theirs[key]), key
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("options", [{}, {"lambda_identity": 0.0, "gan_mode": "vanilla"}],
                          ids=["default", "no-identity-vanilla"])
 def test_fused_adam_step_is_the_official_for_loop_adam_step_up_to_rounding(tiny_config, options):
@@ -63,6 +65,7 @@ def test_fused_adam_step_is_the_official_for_loop_adam_step_up_to_rounding(tiny_
     assert differ < len(theirs)
 
 
+@pytest.mark.numerics
 def test_channels_last_step_computes_the_same_losses_and_gradients(tiny_config):
     """channels_last rounds differently. Adam's first step is lr * g / |g| (a sign step), so an element
     whose gradient is rounding noise may move +lr here and -lr there: weights agree within 2 lr."""

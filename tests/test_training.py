@@ -35,6 +35,7 @@ def test_generator_step_gives_the_frozen_discriminators_no_gradient(tiny_config)
         assert all(p.grad is not None for p in g.parameters())
 
 
+@pytest.mark.numerics
 def test_losses_equal_a_hand_computation(tiny_config):
     trainer = Trainer(tiny_config(lambda_A=10.0, lambda_B=7.0, lambda_identity=0.5))
     m = trainer.model
@@ -84,6 +85,7 @@ def test_identity_loss_off_when_lambda_is_zero(tiny_config):
     assert losses["idt_A"] == losses["idt_B"] == 0.0
 
 
+@pytest.mark.numerics
 def test_same_seed_gives_identical_first_losses(tiny_config):
     first = Trainer(tiny_config(seed=3)).train_step(*batch())
     again = Trainer(tiny_config(seed=3)).train_step(*batch())
@@ -129,6 +131,7 @@ def assert_same_training_state(one: Trainer, two: Trainer):
     assert (one.epoch, one.epoch_iter, one.total_iters) == (two.epoch, two.epoch_iter, two.total_iters)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("k", [4, 3])  # stop mid-epoch, and exactly at an epoch's end
 def test_resume_is_exact(tiny_config, k):
     # Dropout draws from torch's global RNG, and a pool of 2 fills at once, so both must come back.

@@ -79,6 +79,7 @@ def test_every_size_comes_back_unchanged(height, width):
     assert out.shape == (3, height, width) and out.abs().max() <= 1
 
 
+@pytest.mark.numerics
 def test_a_multiple_of_four_is_exactly_the_generator_output():
     net = random_net()
     x = torch.rand(2, 3, 32, 48) * 2 - 1
@@ -110,6 +111,7 @@ def _jumps(x: torch.Tensor, axis: int) -> torch.Tensor:
     return x.diff(dim=axis).abs().mean(dim=(0, -2 if axis == -1 else -1))
 
 
+@pytest.mark.numerics
 def test_tiled_output_matches_the_whole_image_and_has_no_seams():
     net = random_net()
     x = torch.from_numpy(np.array(photo(1024, 768))).permute(2, 0, 1).float() / 127.5 - 1
@@ -140,6 +142,7 @@ def test_estimated_statistics_are_one_for_all_tiles():
     assert "estimate" in TILE_STATS and "exact" in TILE_STATS
 
 
+@pytest.mark.numerics
 def test_batch_norm_and_no_norm_tile_without_statistics():
     for norm in ("batch", "none"):
         torch.manual_seed(0)
@@ -189,6 +192,7 @@ def test_resize_is_opt_in():
     assert translator(photo(64, 96)).size == (32, 48)
 
 
+@pytest.mark.numerics
 def test_mixed_sizes_are_batched_by_size_and_match_one_at_a_time(tmp_path):
     sizes = [(40, 30), (64, 48), (40, 30), (97, 13), (40, 30), (64, 48)]
     for i, (w, h) in enumerate(sizes):
@@ -303,6 +307,7 @@ def test_test_command_without_test_folders_is_a_clear_error(tmp_path, run_dir, c
     assert "neither testA/ nor testB/" in capsys.readouterr().err
 
 
+@pytest.mark.numerics
 def test_one_pass_statistics_equal_layer_by_layer_measurement_of_one_part():
     from functools import partial
 

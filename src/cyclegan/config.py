@@ -103,8 +103,8 @@ class DataConfig:
         "resize_and_crop",
         "resize_and_crop: bicubic resize to load_size square, random crop_size crop; "
         "crop: random crop only; scale_width: width to load_size, aspect kept (at least crop_size tall); "
-        "scale_width_and_crop: that, then a random crop_size crop; none: keep the image (sides rounded "
-        "down to a multiple of 4)",
+        "scale_width_and_crop: that, then a random crop_size crop; none: keep the image (each side resized "
+        "to its nearest multiple of 4, as the official code does)",
         choices=PREPROCESS_NAMES,
     )
     load_size: int = option(286, "images are resized to this square size")

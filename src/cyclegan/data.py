@@ -186,8 +186,10 @@ class Preprocess:
 
     @staticmethod
     def _round_to_multiple(image: Image.Image, base: int) -> Image.Image:
+        """Each side resized to its nearest multiple of ``base``, as the official ``__make_power_2`` does
+        (Python's round: halves go to the even multiple, 286 -> 288 and 282 -> 280), but never below ``base``."""
         width, height = image.size
-        size = (max(base, width // base * base), max(base, height // base * base))
+        size = (max(base, round(width / base) * base), max(base, round(height / base) * base))
         return image if size == image.size else image.resize(size, Image.BICUBIC)
 
 
