@@ -32,6 +32,7 @@ def test_dict_round_trip_and_flat_keys():
     ({"lr": "fast"}, "must be a number"),
     ({"input_nc": 1}, "identity loss"),
     ({"preprocess": "none", "batch_size": 2}, "cannot share a batch"),
+    ({"num_threads": -2}, "must be -1 \\(auto\\), 0 or more"),
 ])
 def test_bad_options_are_refused_with_a_clear_message(options, message):
     with pytest.raises(ValueError, match=message):

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from cyclegan.checkpoint import Checkpoint
+from cyclegan.config import ExperimentConfig
 from cyclegan.schedules import linear_factor as linear_lr_factor
 from cyclegan.training import LOSS_NAMES, Trainer
 
@@ -179,3 +180,23 @@ def test_interrupt_saves_a_resumable_checkpoint(tiny_config, monkeypatch):
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error(tiny_config):
     with pytest.raises(ValueError, match="no CUDA device"):
         Trainer(tiny_config(device="cuda"))
+
+
+@pytest.mark.parametrize("cores, requested, expected", [(2, -1, 2), (1, -1, 1), (16, -1, 4), (2, 8, 8), (2, 0, 0)])
+def test_auto_data_workers_never_exceed_the_cores(monkeypatch, cores, requested, expected):
+    from cyclegan import devices
+
+    monkeypatch.setattr(devices, "usable_cores", lambda: cores)
+    assert devices.data_workers(requested) == expected
+    assert f"{expected} worker process" in devices.describe_data_workers(requested)
+
+
+def test_default_data_workers_train_without_a_warning_and_say_how_many(tiny_config, monkeypatch, caplog, recwarn):
+    import logging
+
+    assert ExperimentConfig().data.num_threads == -1  # auto by default
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)  # a 1-core machine, for us and torch
+    caplog.set_level(logging.INFO)
+    Trainer(tiny_config(num_threads=-1, max_iters=1)).fit(show_progress=False)
+    assert "data loading: 1 worker process (--num_threads auto: the official 4, capped at the CPU cores" in caplog.text
+    assert not [w for w in recwarn if "worker" in str(w.message)]  # torch warns of more workers than cores

@@ -112,7 +112,8 @@ class DataConfig:
     no_flip: bool = option(False, "do not flip images horizontally at random")
     serial_batches: bool = option(False, "take A in order and B in order instead of shuffled / at random")
     max_dataset_size: int = option(0, "use at most this many images per domain (0 = all)")
-    num_threads: int = option(4, "data loading worker processes (0 = load in the main process)")
+    num_threads: int = option(-1, "data loading worker processes: -1 = auto (the official 4, but no more than "
+                                  "the CPU cores at hand), 0 = load in the main process")
     on_bad_image: str = option(
         "skip", "images that do not decode (truncated, empty, not an image, a decompression bomb) or are smaller "
         "than crop_size with --preprocess crop: skip = leave them out, list them in RUN/bad_images.txt and say how "
@@ -318,7 +319,9 @@ def validate(config: ExperimentConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ValueError(f"option {key!r} must be at least 1, got {value}")
-    non_negative = {"pool_size": t.pool_size, "max_iters": t.max_iters, "num_threads": d.num_threads,
+    if d.num_threads < -1:
+        raise ValueError(f"option 'num_threads' must be -1 (auto), 0 or more, got {d.num_threads}")
+    non_negative = {"pool_size": t.pool_size, "max_iters": t.max_iters,
                     "max_dataset_size": d.max_dataset_size, "n_epochs": t.n_epochs,
                     "n_epochs_decay": t.n_epochs_decay, "lambda_identity": t.lambda_identity,
                     "warmup_iters": t.warmup_iters, "lambda_identity_decay_iters": t.lambda_identity_decay_iters}

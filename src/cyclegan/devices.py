@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -16,6 +18,32 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
     return device
+
+
+OFFICIAL_DATA_WORKERS = 4  # the official --num_threads default
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, as PyTorch's DataLoader counts them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def data_workers(requested: int) -> int:
+    """Data loading processes for ``--num_threads``: -1 (auto) is the official 4, but no more than the
+    cores at hand, since each worker beyond them only competes with training for a core."""
+    return min(OFFICIAL_DATA_WORKERS, usable_cores()) if requested < 0 else requested
+
+
+def describe_data_workers(requested: int) -> str:
+    workers = data_workers(requested)
+    plural = "es" if workers != 1 else ""
+    if requested >= 0:
+        return f"data loading: {workers} worker process{plural} (--num_threads {requested})"
+    return (f"data loading: {workers} worker process{plural} (--num_threads auto: the official "
+            f"{OFFICIAL_DATA_WORKERS}, capped at the CPU cores this process may use: {usable_cores()})")
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -34,7 +34,7 @@ from torch import nn
 from .checkpoint import EMA_SUFFIX, LATEST, NETWORK_NAMES, Checkpoint, save_checkpoint
 from .config import ExperimentConfig, build_experiment
 from .data import Preprocess, UnpairedDataset, unpaired_dataset_from_folders
-from .devices import autocast, check_precision, memory_format, pick_device
+from .devices import autocast, check_precision, data_workers, describe_data_workers, memory_format, pick_device
 from .distributed import SINGLE, Distributed, device_for
 from .gallery import write_training_page
 from .image_pool import ImagePool
@@ -558,7 +558,7 @@ class Trainer:
         dataset.set_epoch(self.epoch)
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch, sampler=self._shard(dataset)[self.epoch_iter * batch:],
-            num_workers=self.config.data.num_threads, drop_last=False,
+            num_workers=data_workers(self.config.data.num_threads), drop_last=False,
             pin_memory=self.device.type == "cuda",
             # A private generator, so that making a loader never draws from torch's global RNG.
             generator=torch.Generator().manual_seed(self.config.train.seed + self.epoch),
@@ -579,6 +579,8 @@ class Trainer:
         metrics = self._open_run_folder()
         log.info("run folder %s: %d images per epoch, epoch %d of %d, iteration %d",
                  self.run_dir, len(dataset), self.epoch, self.total_epochs, self.total_iters)
+        if self.dist.is_main:
+            log.info("%s", describe_data_workers(self.config.data.num_threads))
         if self.dist.enabled and self.dist.is_main:
             t = self.config.train
             log.info("distributed: %d processes (%s), batch %d each: effective batch %d; lr %g, not scaled with the "
