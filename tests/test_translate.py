@@ -232,6 +232,27 @@ def test_output_paths_keep_relative_folders_and_refuse_to_overwrite(tmp_path):
         plan_outputs([tmp_path / "a"], out, format="gif")
 
 
+def test_inputs_differing_only_by_extension_are_all_written_none_overwritten(tmp_path, run_dir, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("x.jpg", "x.png", "y.jpeg", "y.webp", "z.jpg"):
+        photo(8, 8).save(folder / name)
+    out = tmp_path / "out"
+    pairs = plan_outputs([folder], out)
+    assert {s.name: str(t.relative_to(out)) for s, t in pairs} == {
+        "x.jpg": "x.jpg.png", "x.png": "x.png", "y.jpeg": "y.jpeg.png", "y.webp": "y.webp.png", "z.jpg": "z.png"}
+    assert "x.jpg and another input differ only by extension: writing x.jpg.png" in caplog.text
+    (folder / "x.jpg.png").write_bytes((folder / "x.png").read_bytes())  # an input already named so
+    with pytest.raises(ValueError, match="would both be written to"):
+        plan_outputs([folder], out)
+    (folder / "x.jpg.png").unlink()
+    assert cli.main(["translate", "--checkpoint", str(run_dir), str(folder), "--output", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["x.jpg.png", "x.png", "y.jpeg.png", "y.webp.png", "z.png"]
+
+
 def test_translate_folder_writes_every_image(tmp_path, run_dir):
     for i in range(3):
         photo(30 + i, 20, seed=i).save(tmp_path / f"{i}.jpg")

@@ -14,6 +14,7 @@ import glob
 import itertools
 import logging
 import math
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -608,13 +609,35 @@ def _glob_images(pattern: str) -> list[tuple[Path, Path]]:
 
 
 def plan_outputs(inputs: Iterable[str | Path], output: str | Path, *, format: str = "png") -> list[tuple[Path, Path]]:
-    """(source, destination) pairs; refuses clashing destinations and any that would overwrite an input."""
+    """(source, destination) pairs; refuses clashing destinations and any that would overwrite an input.
+
+    Sources that differ only by extension (``x.jpg`` beside ``x.png``) would share a destination: those
+    whose extension is not the output format keep it in their name (``x.jpg.png``), which is logged.
+    """
     if format.lower() not in OUTPUT_FORMATS:
         raise ValueError(f"unknown --format {format!r}; valid: {', '.join(OUTPUT_FORMATS)}")
     output = Path(output)
-    pairs = [(source, output / relative.with_suffix(f".{format.lower()}")) for source, relative in expand_inputs(inputs)]
-    if not pairs:
+    suffix = f".{format.lower()}"
+    relatives = expand_inputs(inputs)
+    if not relatives:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) among the inputs")
+    plain = Counter(relative.with_suffix(suffix) for _, relative in relatives)
+    pairs = [(source, output / _output_name(relative, suffix, shared=plain[relative.with_suffix(suffix)] > 1))
+             for source, relative in relatives]
+    _refuse_clashes(pairs, output)
+    return pairs
+
+
+def _output_name(relative: Path, suffix: str, *, shared: bool) -> Path:
+    """``relative`` with the output format's extension; one that shares it with another input keeps its own too."""
+    if not shared or relative.suffix.lower() == suffix:
+        return relative.with_suffix(suffix)
+    kept = relative.with_name(relative.name + suffix)
+    log.info("%s and another input differ only by extension: writing %s", relative, kept)
+    return kept
+
+
+def _refuse_clashes(pairs: list[tuple[Path, Path]], output: Path) -> None:
     sources = {source.resolve() for source, _ in pairs}
     claimed: dict[Path, Path] = {}
     root = output.resolve()
@@ -628,7 +651,6 @@ def plan_outputs(inputs: Iterable[str | Path], output: str | Path, *, format: st
             raise ValueError(f"{claimed[target]} and {source} would both be written to {target}; "
                              f"translate them into different --output folders")
         claimed[target] = source
-    return pairs
 
 
 # ---- cyclegan test: the official test page, at full size, for every test image -------------------
