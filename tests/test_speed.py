@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 
@@ -80,6 +81,19 @@ def test_channels_last_step_computes_the_same_losses_and_gradients(tiny_config):
     assert max(float((ours[k] - theirs[k]).abs().max()) for k in ours) <= 2 * lr * 1.001
 
 
+@pytest.mark.numerics
+def test_the_kernels_make_test_isa_forces_are_the_ones_that_run():
+    """make test-isa reruns the numerics tests with the AVX2 kernels; a torch that ignored the
+    variable would rerun the same kernels and test nothing new."""
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    ran = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "AVX2"
+    forced = os.environ.get("ATEN_CPU_CAPABILITY")
+    if forced:  # this very run is make test-isa's
+        assert torch.backends.cpu.get_cpu_capability() == forced.upper()
+
+
 def test_bf16_is_refused_on_a_cpu_that_only_emulates_it(monkeypatch, tiny_config):
     monkeypatch.setattr("cyclegan.devices.cpu_flags", lambda: {"avx2", "fma"})
     with pytest.raises(ValueError, match="no native bf16"):
@@ -106,7 +120,7 @@ def test_openmp_threads_sleep_when_idle_unless_the_user_says_otherwise(preset, e
     code = ("import os, cyclegan.cli as c\n"
             "c.main(['--version']) if False else c.quiet_thread_waits()\n"
             "print(os.environ['OMP_WAIT_POLICY'])")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if preset:
         env["OMP_WAIT_POLICY"] = preset
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
