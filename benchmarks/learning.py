@@ -53,10 +53,14 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from cyclegan.checkpoint import load_generator  # noqa: E402
 from cyclegan.config import build_experiment  # noqa: E402
-from cyclegan.demo import DATA_MARKER, DEMO_OPTIONS, TASKS, build_demo_dataset, translate_test_crops  # noqa: E402
+from cyclegan.demo import DATA_MARKER, DEMO_OPTIONS, TASKS as DEMO_TASKS, build_demo_dataset, translate_test_crops  # noqa: E402
 from cyclegan.data import find_images, load_image  # noqa: E402
-from cyclegan.evaluate import colour_distribution_transfer, colour_mapping_ceiling, periodic_peak, psnr, ssim  # noqa: E402
+from cyclegan.metrics import psnr, ssim  # noqa: E402
 from cyclegan.training import Trainer  # noqa: E402
+
+from analysis import ETCHING, colour_distribution_transfer, colour_mapping_ceiling, periodic_peak  # noqa: E402
+
+TASKS = {**DEMO_TASKS, ETCHING.name: ETCHING}
 
 AT_64_PX = {"load_size": 72, "crop_size": 64, "num_threads": 0, "print_freq": 20, "display_freq": 100000,
             "save_latest_freq": 100000, "save_epoch_freq": 1000}
@@ -305,7 +309,7 @@ def curves_main(args, changes: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = args.data or tmp  # --data keeps the data and the runs for a look afterwards
         for task in args.tasks:
-            dataroot = build_demo_dataset(Path(tmp) / task / "data", task=task)
+            dataroot = build_demo_dataset(Path(tmp) / task / "data", task=TASKS[task])
             if args.shared_content:
                 share_content(dataroot, task)
             results[task] = {"references": references(dataroot, task), "recipes": {}}
@@ -324,7 +328,7 @@ def curves_main(args, changes: dict) -> None:
 def single_run_main(args, changes: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         task = args.tasks[0]  # one run: the first task named (winter unless --tasks says otherwise)
-        dataroot = build_demo_dataset((args.data or Path(tmp)) / task / "data", task=task)
+        dataroot = build_demo_dataset((args.data or Path(tmp)) / task / "data", task=TASKS[task])
         if args.shared_content:
             share_content(dataroot, task)
         runs = args.data / task / "runs" if args.data else tmp  # --data keeps the run for a look afterwards

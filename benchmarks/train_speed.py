@@ -1,7 +1,7 @@
 """Seconds per training iteration: the trainer as configured against the official step, side by side.
 
 In one process, for each size, the reference step (eager, NCHW, fp32, the official order of
-operations, the official for-loop Adam: ``cyclegan.reference``) and the trainer's step run on
+operations, the official for-loop Adam: ``official_step.py`` beside it) and the trainer's step run on
 identical copies of the same networks, interleaved A B A B; each round gives a paired ratio.
 
     python benchmarks/train_speed.py                  # 128 px resnet_6blocks and 256 px resnet_9blocks
@@ -30,8 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from cyclegan.config import build_experiment  # noqa: E402
 from cyclegan.image_pool import ImagePool  # noqa: E402
-from cyclegan.reference import reference_optimizers, reference_step  # noqa: E402
 from cyclegan.training import Trainer  # noqa: E402
+from official_step import reference_optimizers, reference_step  # noqa: E402
 
 SIZES = {"full": [(128, "resnet_6blocks"), (256, "resnet_9blocks")], "quick": [(64, "resnet_6blocks")]}
 

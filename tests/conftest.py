@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import torch
 from PIL import Image
 
 from cyclegan.config import build_experiment
+
+# The benchmarks' importable modules (analysis, official_step), which tests check too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 TINY_OPTIONS = {
     "netG": "resnet_6blocks", "ngf": 4, "ndf": 4, "load_size": 36, "crop_size": 32,

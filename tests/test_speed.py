@@ -12,8 +12,9 @@ import torch
 
 from cyclegan.devices import check_precision
 from cyclegan.image_pool import ImagePool
-from cyclegan.reference import reference_optimizers, reference_step
 from cyclegan.training import LOSS_NAMES, Trainer
+
+from official_step import reference_optimizers, reference_step
 
 
 STEPS = 3

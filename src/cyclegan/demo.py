@@ -5,9 +5,9 @@ domain B is a known transform T applied to crops of *other regions* of them, so 
 unpaired. Held-out A crops come with their ground truth T(a), so a trained G_A can be scored by
 PSNR against T(a), next to the PSNR of doing nothing (a itself against T(a)).
 
-Two tasks (``TASKS``): ``winter`` (the demo: colour photos, a per-pixel tone and colour change
-after a slight blur) and ``etching`` (other photos, the greyscale ones, and a harder transform with
-a spatial part: local contrast, dark ink lines along edges, sepia toning).
+The demo's task is ``winter`` (colour photos, a per-pixel tone and colour change after a slight
+blur). ``build_demo_dataset`` builds any ``Task``: the learning benchmark adds a second one,
+``etching``, in ``benchmarks/analysis.py``.
 """
 
 from __future__ import annotations
@@ -25,12 +25,10 @@ from PIL import Image, ImageFilter
 DEMO_DATA_VERSION = 2
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "ihc.png",
           "retina.jpg", "motorcycle_left.png", "motorcycle_right.png")
-GREY_PHOTOS = ("camera.png", "brick.png", "grass.png", "gravel.png", "moon.png", "coins.png", "cell.png",
-               "clock_motion.png", "page.png")
 # Every photo gives A crops from its left 35%, held-out test crops from the middle 30% and B crops
 # from its right 35%: no pixel is in both domains, yet both domains show the same kinds of scene.
-# (With whole photos split between the domains, cat fur against galaxies, the GAN also learns to
-# recolour content, and the demo scored 2-3 dB lower.)
+# (With whole photos split between the domains, cat fur against galaxies, the GAN would also learn
+# to recolour content.)
 REGIONS = ((0.0, 0.35), (0.35, 0.65), (0.65, 1.0))
 SHORT_SIDE = 256  # photos are scaled to this shorter side before cropping
 TRAIN_CROP = 72  # training crops; the trainer takes random 64-pixel crops of them
@@ -46,7 +44,7 @@ DEMO_OPTIONS = {
     "n_epochs": 4, "n_epochs_decay": 4, "num_threads": 0, "print_freq": 20, "display_freq": 200,
     "save_latest_freq": 500, "save_epoch_freq": 1000,
     # A tone and colour task whose domains show the same kinds of scene: what the colour-moment loss is
-    # for (+2.3 dB here; README: Recipes).
+    # for (README: Recipes).
     "lambda_colour": 3.0,
 }
 
@@ -61,46 +59,18 @@ def winter_look(image: Image.Image) -> Image.Image:
     return Image.fromarray((np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8))
 
 
-def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of a float (H, W) array, edges mirrored (Pillow cannot blur floats)."""
-    half = int(np.ceil(3 * sigma))
-    taps = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
-    taps /= taps.sum()
-    for axis in (0, 1):
-        padded = np.pad(x, [(half, half) if a == axis else (0, 0) for a in (0, 1)], mode="symmetric")
-        length = x.shape[axis]
-        x = sum(w * np.take(padded, np.arange(i, i + length), axis=axis) for i, w in enumerate(taps))
-    return x
-
-
-def etching_look(image: Image.Image) -> Image.Image:
-    """T2: local contrast (unsharp mask, radius 2), dark ink along edges, then sepia toning.
-
-    Unlike the winter look, most of it is spatial: no per-pixel colour mapping can reproduce it.
-    """
-    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    sharp = np.clip(grey + 1.0 * (grey - _blur(grey, 2.0)), 0, 1)
-    smooth = _blur(grey, 1.0)
-    gy, gx = np.gradient(smooth)
-    ink = np.clip(np.hypot(gx, gy) * 6.0 - 0.15, 0, 1)  # about 0 on flat areas, 1 on strong edges
-    tone = sharp * (1.0 - 0.6 * ink)
-    sepia = np.stack([0.08 + 0.92 * tone ** 0.85, 0.05 + 0.82 * tone, 0.03 + 0.62 * tone ** 1.2], axis=-1)
-    return Image.fromarray((np.clip(sepia, 0, 1) * 255 + 0.5).astype(np.uint8))
-
-
 @dataclass(frozen=True)
 class Task:
     """A ground-truth task: which photos, and the transform T that makes domain B (and the truth)."""
 
+    name: str
     photos: tuple[str, ...]
     transform: Any
     description: str
 
 
-TASKS = {
-    "winter": Task(PHOTOS, winter_look, "colour photo -> winter look (faded, cool, lifted shadows, slight blur)"),
-    "etching": Task(GREY_PHOTOS, etching_look, "greyscale photo -> sepia etching (local contrast, ink along edges)"),
-}
+WINTER = Task("winter", PHOTOS, winter_look, "colour photo -> winter look (faded, cool, lifted shadows, slight blur)")
+TASKS = {task.name: task for task in (WINTER,)}
 
 
 def skimage_photo_folder() -> Path:
@@ -139,16 +109,17 @@ def _columns(width: int, start: float, stop: float) -> tuple[int, int]:
 
 
 def build_demo_dataset(root: str | Path, *, train_per_photo: int = 27, test_per_photo: int = 5, seed: int = 0,
-                       task: str = "winter") -> Path:
-    """Write trainA, trainB, testA, testB and testA_truth of ``task`` under ``root`` (skipped when already built)."""
+                       task: str | Task = "winter") -> Path:
+    """Write trainA, trainB, testA, testB and testA_truth of ``task`` (a name in ``TASKS``, or a
+    ``Task`` such as the benchmarks' etching) under ``root`` (skipped when already built)."""
     from .models.layers import lookup
 
-    chosen = lookup(TASKS, task, "task")
+    chosen = task if isinstance(task, Task) else lookup(TASKS, task, "task")
     root = Path(root)
     marker = root / DATA_MARKER
     recipe = {"version": DEMO_DATA_VERSION, "train_per_photo": train_per_photo, "test_per_photo": test_per_photo, "seed": seed}
-    if task != "winter":  # the winter marker stays as it was, so that built demo data is not rebuilt
-        recipe["task"] = task
+    if chosen.name != "winter":  # the winter marker stays as it was, so that built demo data is not rebuilt
+        recipe["task"] = chosen.name
     if marker.is_file() and json.loads(marker.read_text()) == recipe:
         return root
     folder = skimage_photo_folder()
@@ -176,8 +147,8 @@ def build_demo_dataset(root: str | Path, *, train_per_photo: int = 27, test_per_
 
 
 def psnr(x, y) -> float:
-    """PSNR in dB of two tensors in [-1, 1], measured on the [0, 1] scale (``cyclegan.evaluate.psnr``)."""
-    from .evaluate import psnr as measure
+    """PSNR in dB of two tensors in [-1, 1], measured on the [0, 1] scale (``cyclegan.metrics.psnr``)."""
+    from .metrics import psnr as measure
 
     return measure(x, y)
 

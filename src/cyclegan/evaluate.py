@@ -1,225 +1,19 @@
-"""Evaluation metrics: image-to-image (PSNR, SSIM, L1) and distribution distances (FID, KID).
-
-Images are (C, H, W) or (B, C, H, W) tensors in [-1, 1]; distances between feature sets are
-computed in float64 NumPy from (N, D) feature arrays.
+"""Evaluating a run: Inception features (cached for real image folders), FID/KID between folders, and
+``evaluate_run``, which translates the test split and measures it with ``metrics``.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
-
-
-# ---- image against image -----------------------------------------------------------------------
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> [0, 1], as (B, C, H, W) float64."""
-    x = x if x.dim() == 4 else x.unsqueeze(0)
-    return (x.detach().double().cpu().clamp(-1, 1) + 1) / 2
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB, on the [0, 1] scale (infinite for identical images)."""
-    mse = float(((_unit(x) - _unit(y)) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
-def l1_255(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean absolute difference in [0, 255] units."""
-    return float((_unit(x) - _unit(y)).abs().mean()) * 255
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean SSIM (Wang et al. 2004): 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, data
-    range 1, averaged over channels and the positions where the window fits."""
-    a, b = _unit(x), _unit(y)
-    channels = a.shape[1]
-    half = SSIM_WINDOW // 2
-    grid = torch.arange(SSIM_WINDOW, dtype=torch.float64) - half
-    g = torch.exp(-(grid**2) / (2 * SSIM_SIGMA**2))
-    g = g / g.sum()
-    window = (g[:, None] * g[None, :]).expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, window, groups=channels)  # valid positions only
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    c1, c2 = SSIM_K1**2, SSIM_K2**2
-    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return float(index.mean())
-
-
-def _pixels(images: list[torch.Tensor]) -> np.ndarray:
-    """(N pixels, C) float64 in [0, 1] from (1, C, H, W) or (C, H, W) tensors in [-1, 1]."""
-    return np.concatenate([_unit(x).permute(0, 2, 3, 1).reshape(-1, _unit(x).shape[1]).numpy() for x in images])
-
-
-def _mean_psnr(predicted: np.ndarray, truths: list[torch.Tensor]) -> float:
-    """Mean over images of the PSNR of ``predicted`` pixels (in the order of ``_pixels``) against ``truths``."""
-    scores, start = [], 0
-    for truth in truths:
-        target = _unit(truth).permute(0, 2, 3, 1).reshape(-1, _unit(truth).shape[1]).numpy()
-        mse = float(((np.clip(predicted[start:start + len(target)], 0, 1) - target) ** 2).mean())
-        scores.append(math.inf if mse == 0 else 10 * math.log10(1.0 / mse))
-        start += len(target)
-    return float(np.mean(scores))
-
-
-def _cubic_features(x: np.ndarray) -> np.ndarray:
-    """1 and every monomial of the channels up to degree 3: (N, 20) for RGB."""
-    columns = [np.ones(len(x))]
-    channels = range(x.shape[1])
-    for degree in (1, 2, 3):
-        for combo in itertools.combinations_with_replacement(channels, degree):
-            columns.append(np.prod(x[:, combo], axis=1))
-    return np.stack(columns, axis=1)
-
-
-def colour_mapping_ceiling(inputs: list[torch.Tensor], truths: list[torch.Tensor], *, bins: int = 32) -> dict[str, float]:
-    """How well the best per-pixel colour mapping, fitted to the truth itself, can do (mean PSNR, dB).
-
-    Two fits of output colour as a function of input colour alone: a 3-D lookup table (the mean
-    truth colour of every input colour cell, ``bins`` per channel) and a least-squares cubic
-    polynomial. ``best`` is the better of the two. A translation that needs neighbourhoods (blur,
-    edges, texture) cannot be reached by any per-pixel mapping, so this is a ceiling only for the
-    per-pixel part of the task.
-    """
-    x, y = _pixels(inputs), _pixels(truths)
-    cells = np.minimum((x * bins).astype(np.int64), bins - 1)
-    cell = np.ravel_multi_index(tuple(cells.T), (bins,) * x.shape[1])
-    counts = np.bincount(cell, minlength=bins ** x.shape[1])
-    table = np.stack([np.bincount(cell, weights=y[:, c], minlength=len(counts)) for c in range(y.shape[1])], axis=1)
-    lut = table[cell] / counts[cell, None]
-    features = _cubic_features(x)
-    coefficients, *_ = np.linalg.lstsq(features, y, rcond=None)
-    scores = {"lut_psnr_db": _mean_psnr(lut, truths), "cubic_psnr_db": _mean_psnr(features @ coefficients, truths)}
-    return {**scores, "best_psnr_db": max(scores.values())}
-
-
-def colour_distribution_transfer(source: np.ndarray, target: np.ndarray, *, iterations: int = 30, quantiles: int = 1001,
-                                 seed: int = 0):
-    """Fit the iterative distribution transfer of Pitie et al. (2005) from ``source`` colours to
-    ``target`` colours ((N, C) arrays in [0, 1], unpaired) and return the fitted mapping.
-
-    Each round rotates colour space at random and matches every rotated axis's 1-D distribution by
-    quantiles. It uses only the two colour distributions, as an unpaired method must: applied to
-    held-out inputs, it shows how far matching the domains' colours can get on a task (the unpaired
-    reference of benchmarks/learning.py).
-    """
-    rng = np.random.default_rng(seed)
-    levels = np.linspace(0.0, 1.0, quantiles)
-    steps = []  # (rotation, per-axis (source quantiles, target quantiles))
-    current = np.asarray(source, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    for _ in range(iterations):
-        rotation, _ = np.linalg.qr(rng.normal(size=(current.shape[1],) * 2))
-        rotated, rotated_target = current @ rotation, target @ rotation
-        axes = [(np.quantile(rotated[:, k], levels), np.quantile(rotated_target[:, k], levels)) for k in range(rotated.shape[1])]
-        for k, (from_q, to_q) in enumerate(axes):
-            rotated[:, k] = np.interp(rotated[:, k], from_q, to_q)
-        current = rotated @ rotation.T
-        steps.append((rotation, axes))
-
-    def apply(pixels: np.ndarray) -> np.ndarray:
-        out = np.asarray(pixels, dtype=np.float64)
-        for rotation, axes in steps:
-            rotated = out @ rotation
-            for k, (from_q, to_q) in enumerate(axes):
-                rotated[:, k] = np.interp(rotated[:, k], from_q, to_q)
-            out = rotated @ rotation.T
-        return np.clip(out, 0.0, 1.0)
-
-    return apply
-
-
-def periodic_peak(images: torch.Tensor, period: int, *, neighbourhood: int = 2) -> float:
-    """How far the power spectrum stands out at 1/``period`` cycles per pixel: the checkerboard test.
-
-    The power of mean-free, Hann-windowed images (N, C, H, W in [-1, 1]), averaged over images and
-    channels, is taken at the three frequencies of a pattern repeating every ``period`` pixels
-    (vertical, horizontal, diagonal), each divided by the median power of the surrounding
-    (2 * neighbourhood + 1)^2 - 1 frequencies. Natural images give about 1; the checkerboard of a
-    stride-``period`` transposed convolution gives a peak well above it. Returns the largest of the three.
-    """
-    x = _unit(images)
-    x = x - x.mean(dim=(-2, -1), keepdim=True)
-    h, w = x.shape[-2:]
-    window = torch.hann_window(h, periodic=False, dtype=x.dtype)[:, None] * torch.hann_window(w, periodic=False, dtype=x.dtype)
-    power = (torch.fft.fft2(x * window).abs() ** 2).mean(dim=(0, 1)).numpy()
-    ratios = []
-    for fy, fx in ((h // period, 0), (0, w // period), (h // period, w // period)):
-        around = np.roll(power, (neighbourhood - fy, neighbourhood - fx), axis=(0, 1))[:2 * neighbourhood + 1, :2 * neighbourhood + 1]
-        others = np.delete(around.ravel(), around.size // 2)
-        ratios.append(float(power[fy, fx] / max(np.median(others), 1e-30)))
-    return max(ratios)
-
-
-# ---- feature distributions ------------------------------------------------------------------------
-
-def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (unbiased, as the FID tools compute it) of (N, D) features."""
-    features = np.asarray(features, dtype=np.float64)
-    if features.shape[0] < 2:
-        raise ValueError(f"need at least 2 feature vectors for a covariance, got {features.shape[0]}")
-    return features.mean(axis=0), np.cov(features, rowvar=False)
-
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2).
-
-    Tr (S1 S2)^1/2 is the sum of the square roots of the eigenvalues of S1^1/2 S2 S1^1/2, a
-    symmetric matrix: stable where scipy's sqrtm of the non-symmetric S1 S2 needs a jitter.
-    """
-    values, vectors = np.linalg.eigh(sigma1)
-    root1 = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-    middle = root1 @ sigma2 @ root1
-    trace_root = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_root)
-
-
-def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
-    return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
-
-
-def polynomial_mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 with the cubic kernel k(a, b) = (a.b / d + 1)^3 of KID (Binkowski et al. 2018)."""
-    d = x.shape[1]
-    kxx = (x @ x.T / d + 1) ** 3
-    kyy = (y @ y.T / d + 1) ** 3
-    kxy = (x @ y.T / d + 1) ** 3
-    m, n = len(x), len(y)
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-                 - 2 * kxy.mean())
-
-
-def kid_from_features(real: np.ndarray, fake: np.ndarray, *, subsets: int = 100, subset_size: int = 1000,
-                      seed: int = 0) -> tuple[float, float]:
-    """KID: the mean unbiased MMD^2 over random subsets, and its standard error over them."""
-    real, fake = np.asarray(real, dtype=np.float64), np.asarray(fake, dtype=np.float64)
-    size = min(subset_size, len(real), len(fake))
-    if size < 2:
-        raise ValueError("KID needs at least 2 images in each set")
-    rng = np.random.default_rng(seed)
-    values = np.array([polynomial_mmd2_unbiased(real[rng.choice(len(real), size, replace=False)],
-                                                fake[rng.choice(len(fake), size, replace=False)])
-                       for _ in range(subsets)])
-    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(subsets)) if subsets > 1 else 0.0
-
+from .metrics import (
+    KID_SUBSET_SIZE, KID_SUBSETS, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, distribution_metrics, l1_255, psnr, ssim,
+)
 
 # ---- Inception features, with a cache for real image folders -----------------------------------------
 
 FEATURE_PROTOCOL = "fid-inception-2015-12-05 pool3 2048-d; RGB; bilinear resize to 299x299; inputs in [-1, 1]"
-KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 
 
 @torch.inference_mode()
@@ -257,11 +51,6 @@ def folder_features(net, folder, *, cache_dir=None, device="cpu", weights_id: st
         np.save(tmp, features)
         tmp.replace(cache)
     return features
-
-
-def distribution_metrics(real: np.ndarray, fake: np.ndarray, *, seed: int = 0) -> dict:
-    mean, error = kid_from_features(real, fake, subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=seed)
-    return {"fid": fid_from_features(real, fake), "kid": mean, "kid_std_error": error}
 
 
 def default_cache_dir():

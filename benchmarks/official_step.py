@@ -4,6 +4,7 @@
 one ``backward`` per discriminator, and the caller passes the official for-loop Adam
 (``foreach=False``). The trainer's step must compute the same losses and the same updates
 (``tests/test_speed.py``) and is measured against this one (``benchmarks/train_speed.py``).
+It lives with the benchmarks because only they and the tests use it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import itertools
 import torch
 from torch.nn import functional as F
 
-from .image_pool import ImagePool
-from .training import CycleGAN, set_requires_grad
+from cyclegan.image_pool import ImagePool
+from cyclegan.training import CycleGAN, set_requires_grad
 
 
 def reference_optimizers(model: CycleGAN, *, lr: float = 2e-4, beta1: float = 0.5,

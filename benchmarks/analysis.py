@@ -1,0 +1,160 @@
+"""Analysis that only the benchmarks use (and the tests that check it): the per-pixel colour ceiling,
+the unpaired colour distribution transfer, the checkerboard measure, and the second ground-truth
+task, ``etching``, beside the demo's ``winter``.
+
+Import it from a benchmark script (``benchmarks/`` is the script's own folder) or from the tests
+(conftest puts ``benchmarks/`` on the path).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cyclegan.demo import Task
+from cyclegan.metrics import unit_range
+
+GREY_PHOTOS = ("camera.png", "brick.png", "grass.png", "gravel.png", "moon.png", "coins.png", "cell.png",
+               "clock_motion.png", "page.png")
+
+
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of a float (H, W) array, edges mirrored (Pillow cannot blur floats)."""
+    half = int(np.ceil(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    for axis in (0, 1):
+        padded = np.pad(x, [(half, half) if a == axis else (0, 0) for a in (0, 1)], mode="symmetric")
+        length = x.shape[axis]
+        x = sum(w * np.take(padded, np.arange(i, i + length), axis=axis) for i, w in enumerate(taps))
+    return x
+
+
+def etching_look(image: Image.Image) -> Image.Image:
+    """T2: local contrast (unsharp mask, radius 2), dark ink along edges, then sepia toning.
+
+    Unlike the winter look, most of it is spatial: no per-pixel colour mapping can reproduce it.
+    """
+    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    sharp = np.clip(grey + 1.0 * (grey - _blur(grey, 2.0)), 0, 1)
+    smooth = _blur(grey, 1.0)
+    gy, gx = np.gradient(smooth)
+    ink = np.clip(np.hypot(gx, gy) * 6.0 - 0.15, 0, 1)  # about 0 on flat areas, 1 on strong edges
+    tone = sharp * (1.0 - 0.6 * ink)
+    sepia = np.stack([0.08 + 0.92 * tone ** 0.85, 0.05 + 0.82 * tone, 0.03 + 0.62 * tone ** 1.2], axis=-1)
+    return Image.fromarray((np.clip(sepia, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+
+ETCHING = Task("etching", GREY_PHOTOS, etching_look,
+               "greyscale photo -> sepia etching (local contrast, ink along edges)")
+
+
+# ---- references a translation is measured against -----------------------------------------------
+
+def _pixels(images: list[torch.Tensor]) -> np.ndarray:
+    """(N pixels, C) float64 in [0, 1] from (1, C, H, W) or (C, H, W) tensors in [-1, 1]."""
+    return np.concatenate([unit_range(x).permute(0, 2, 3, 1).reshape(-1, unit_range(x).shape[1]).numpy() for x in images])
+
+
+def _mean_psnr(predicted: np.ndarray, truths: list[torch.Tensor]) -> float:
+    """Mean over images of the PSNR of ``predicted`` pixels (in the order of ``_pixels``) against ``truths``."""
+    scores, start = [], 0
+    for truth in truths:
+        target = unit_range(truth).permute(0, 2, 3, 1).reshape(-1, unit_range(truth).shape[1]).numpy()
+        mse = float(((np.clip(predicted[start:start + len(target)], 0, 1) - target) ** 2).mean())
+        scores.append(math.inf if mse == 0 else 10 * math.log10(1.0 / mse))
+        start += len(target)
+    return float(np.mean(scores))
+
+
+def _cubic_features(x: np.ndarray) -> np.ndarray:
+    """1 and every monomial of the channels up to degree 3: (N, 20) for RGB."""
+    columns = [np.ones(len(x))]
+    channels = range(x.shape[1])
+    for degree in (1, 2, 3):
+        for combo in itertools.combinations_with_replacement(channels, degree):
+            columns.append(np.prod(x[:, combo], axis=1))
+    return np.stack(columns, axis=1)
+
+
+def colour_mapping_ceiling(inputs: list[torch.Tensor], truths: list[torch.Tensor], *, bins: int = 32) -> dict[str, float]:
+    """How well the best per-pixel colour mapping, fitted to the truth itself, can do (mean PSNR, dB).
+
+    Two fits of output colour as a function of input colour alone: a 3-D lookup table (the mean
+    truth colour of every input colour cell, ``bins`` per channel) and a least-squares cubic
+    polynomial. ``best`` is the better of the two. A translation that needs neighbourhoods (blur,
+    edges, texture) cannot be reached by any per-pixel mapping, so this is a ceiling only for the
+    per-pixel part of the task.
+    """
+    x, y = _pixels(inputs), _pixels(truths)
+    cells = np.minimum((x * bins).astype(np.int64), bins - 1)
+    cell = np.ravel_multi_index(tuple(cells.T), (bins,) * x.shape[1])
+    counts = np.bincount(cell, minlength=bins ** x.shape[1])
+    table = np.stack([np.bincount(cell, weights=y[:, c], minlength=len(counts)) for c in range(y.shape[1])], axis=1)
+    lut = table[cell] / counts[cell, None]
+    features = _cubic_features(x)
+    coefficients, *_ = np.linalg.lstsq(features, y, rcond=None)
+    scores = {"lut_psnr_db": _mean_psnr(lut, truths), "cubic_psnr_db": _mean_psnr(features @ coefficients, truths)}
+    return {**scores, "best_psnr_db": max(scores.values())}
+
+
+def colour_distribution_transfer(source: np.ndarray, target: np.ndarray, *, iterations: int = 30, quantiles: int = 1001,
+                                 seed: int = 0):
+    """Fit the iterative distribution transfer of Pitie et al. (2005) from ``source`` colours to
+    ``target`` colours ((N, C) arrays in [0, 1], unpaired) and return the fitted mapping.
+
+    Each round rotates colour space at random and matches every rotated axis's 1-D distribution by
+    quantiles. It uses only the two colour distributions, as an unpaired method must: applied to
+    held-out inputs, it shows how far matching the domains' colours can get on a task (the unpaired
+    reference of benchmarks/learning.py).
+    """
+    rng = np.random.default_rng(seed)
+    levels = np.linspace(0.0, 1.0, quantiles)
+    steps = []  # (rotation, per-axis (source quantiles, target quantiles))
+    current = np.asarray(source, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    for _ in range(iterations):
+        rotation, _ = np.linalg.qr(rng.normal(size=(current.shape[1],) * 2))
+        rotated, rotated_target = current @ rotation, target @ rotation
+        axes = [(np.quantile(rotated[:, k], levels), np.quantile(rotated_target[:, k], levels)) for k in range(rotated.shape[1])]
+        for k, (from_q, to_q) in enumerate(axes):
+            rotated[:, k] = np.interp(rotated[:, k], from_q, to_q)
+        current = rotated @ rotation.T
+        steps.append((rotation, axes))
+
+    def apply(pixels: np.ndarray) -> np.ndarray:
+        out = np.asarray(pixels, dtype=np.float64)
+        for rotation, axes in steps:
+            rotated = out @ rotation
+            for k, (from_q, to_q) in enumerate(axes):
+                rotated[:, k] = np.interp(rotated[:, k], from_q, to_q)
+            out = rotated @ rotation.T
+        return np.clip(out, 0.0, 1.0)
+
+    return apply
+
+
+def periodic_peak(images: torch.Tensor, period: int, *, neighbourhood: int = 2) -> float:
+    """How far the power spectrum stands out at 1/``period`` cycles per pixel: the checkerboard test.
+
+    The power of mean-free, Hann-windowed images (N, C, H, W in [-1, 1]), averaged over images and
+    channels, is taken at the three frequencies of a pattern repeating every ``period`` pixels
+    (vertical, horizontal, diagonal), each divided by the median power of the surrounding
+    (2 * neighbourhood + 1)^2 - 1 frequencies. Natural images give about 1; the checkerboard of a
+    stride-``period`` transposed convolution gives a peak well above it. Returns the largest of the three.
+    """
+    x = unit_range(images)
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    h, w = x.shape[-2:]
+    window = torch.hann_window(h, periodic=False, dtype=x.dtype)[:, None] * torch.hann_window(w, periodic=False, dtype=x.dtype)
+    power = (torch.fft.fft2(x * window).abs() ** 2).mean(dim=(0, 1)).numpy()
+    ratios = []
+    for fy, fx in ((h // period, 0), (0, w // period), (h // period, w // period)):
+        around = np.roll(power, (neighbourhood - fy, neighbourhood - fx), axis=(0, 1))[:2 * neighbourhood + 1, :2 * neighbourhood + 1]
+        others = np.delete(around.ravel(), around.size // 2)
+        ratios.append(float(power[fy, fx] / max(np.median(others), 1e-30)))
+    return max(ratios)
