@@ -12,7 +12,7 @@ import torch
 
 from cyclegan.devices import check_precision
 from cyclegan.image_pool import ImagePool
-from cyclegan.training import LOSS_NAMES, Trainer
+from cyclegan.training import Trainer
 
 from official_step import reference_optimizers, reference_step
 

@@ -11,11 +11,9 @@ from cyclegan import cli
 from cyclegan.checkpoint import LATEST, load_generator
 from cyclegan.config import ModelConfig
 from cyclegan.models import build_generator
+from cyclegan.names import TILE_STATS
 from cyclegan.training import Trainer
-from cyclegan.translate import (
-    DEFAULT_OVERLAP, DEFAULT_TILE, TILE_STATS, Resize, TilePlan, Translator, blend_window, padding_for,
-    plan_outputs, reflect_pad,
-)
+from cyclegan.translate import Resize, TilePlan, Translator, blend_window, padding_for, plan_outputs, reflect_pad
 
 from conftest import TINY_OPTIONS
 
@@ -263,10 +261,6 @@ def test_translate_folder_writes_every_image(tmp_path, run_dir):
 
 
 # ---- the command line ---------------------------------------------------------------------
-
-def test_cli_defaults_agree_with_the_module():
-    assert (cli.DEFAULT_TILE, cli.DEFAULT_OVERLAP, cli.TILE_STATS) == (DEFAULT_TILE, DEFAULT_OVERLAP, TILE_STATS)
-
 
 def test_translate_command(tmp_path, run_dir, capsys):
     photo(97, 130).save(tmp_path / "big.png")

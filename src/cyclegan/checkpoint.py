@@ -23,12 +23,12 @@ from torch import nn
 
 from .config import ExperimentConfig, ModelConfig, flatten_config_dict
 from .models import build_generator
+from .names import GENERATOR_FOR_DIRECTION
 
 FORMAT = "cyclegan"
 CHECKPOINT_VERSION = 1
 LATEST = "latest.safetensors"
 NETWORK_NAMES = ("g_ab", "g_ba", "d_a", "d_b")
-GENERATOR_FOR_DIRECTION = {"AtoB": "g_ab", "BtoA": "g_ba"}
 EMA_SUFFIX = "_ema"  # g_ab_ema, g_ba_ema: the moving averages of the generators (--ema_decay)
 
 

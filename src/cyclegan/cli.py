@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from . import __version__
 from .config import SECTIONS, ExperimentConfig, build_experiment, load_config_file
+from .names import DEFAULT_OVERLAP, DEFAULT_TILE, DIRECTIONS, EXPORT_FORMATS, OUTPUT_FORMATS, TILE_STATS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -133,11 +134,6 @@ def run_demo(args: argparse.Namespace) -> int:
 
 # ---- translate and test -------------------------------------------------------------------
 
-# Kept in step with translate.py, which imports torch: the CLI must answer --help without it.
-DEFAULT_TILE, DEFAULT_OVERLAP, TILE_STATS = 1024, 64, ("exact", "estimate")
-OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
-
-
 def add_inference_flags(p: argparse.ArgumentParser, *, checkpoint_required: bool = True) -> None:
     p.add_argument("--checkpoint", type=Path, required=checkpoint_required, metavar="RUN_OR_FILE",
                    help="a run folder (its latest.safetensors) or a .safetensors checkpoint file")
@@ -173,9 +169,9 @@ def add_translate_parser(subparsers) -> None:
                     "Replaces the official test.py --model test --no_dropout.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder for the translated images")
-    p.add_argument("--direction", choices=("AtoB", "BtoA"), default="AtoB",
+    p.add_argument("--direction", choices=DIRECTIONS, default="AtoB",
                    help="AtoB uses G_A (g_ab), BtoA uses G_B (g_ba) (default: AtoB)")
-    p.add_argument("--format", choices=OUTPUT_FORMATS, default="png", help="output image format (default: png)")
+    p.add_argument("--format", choices=tuple(OUTPUT_FORMATS), default="png", help="output image format (default: png)")
     p.add_argument("--resize", metavar="N|WxH", default=None,
                    help="resize before translating: N = shorter side N, aspect kept; WxH = exactly that size")
     p.add_argument("--load_size", type=int, default=None, metavar="N",
@@ -326,7 +322,7 @@ def add_official_parsers(subparsers) -> None:
                     "run used (its train_opt.txt lists them).")
     p.add_argument("source", type=Path, metavar="SRC_DIR_OR_FILE")
     p.add_argument("--epoch", default="latest", help="which official files: <epoch>_net_*.pth (default: latest)")
-    p.add_argument("--direction", choices=("AtoB", "BtoA"), default="AtoB",
+    p.add_argument("--direction", choices=DIRECTIONS, default="AtoB",
                    help="a single generator file translates A to B (stored as G_A) or B to A (G_B) (default: AtoB)")
     add_config_flags(p, sections=("model",))
     p.set_defaults(handler=run_import_official)
@@ -397,8 +393,8 @@ def add_deploy_parsers(subparsers) -> None:
                                           "file, taking any batch size, height and width (multiples of the network's "
                                           "stride, 4 for the ResNet generators), inputs in [-1, 1], NCHW.")
     p.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_OR_FILE")
-    p.add_argument("--direction", choices=("AtoB", "BtoA"), default="AtoB", help="which generator (default: AtoB)")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="(default: onnx)")
+    p.add_argument("--direction", choices=DIRECTIONS, default="AtoB", help="which generator (default: AtoB)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="(default: onnx)")
     p.add_argument("--output", type=Path, required=True, metavar="FILE")
     p.set_defaults(handler=run_export)
 

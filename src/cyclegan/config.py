@@ -13,21 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG_VERSION = 1
+from .names import (
+    DEVICES, DIRECTIONS, DISCRIMINATOR_NAMES, GAN_MODES, GENERATOR_NAMES, GENERATOR_SIZE_MULTIPLES, INIT_NAMES,
+    LR_POLICIES, MEMORY_FORMATS, NORM_NAMES, PRECISIONS, PREPROCESS_NAMES, UPSAMPLE_NAMES,
+)
 
-GENERATOR_NAMES = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
-DISCRIMINATOR_NAMES = ("basic", "n_layers", "pixel")
-GENERATOR_STRIDES = {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_256": 256, "unet_128": 128}
-NORM_NAMES = ("instance", "batch", "none")
-INIT_NAMES = ("normal", "xavier", "kaiming", "orthogonal")
-UPSAMPLE_NAMES = ("transpose", "resize")
-GAN_MODES = ("lsgan", "vanilla", "wgangp")
-LR_POLICIES = ("linear", "step", "plateau", "cosine")
-PREPROCESS_NAMES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
-DIRECTIONS = ("AtoB", "BtoA")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16", "fp16")
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+CONFIG_VERSION = 1
 
 # A recipe is a bundle of option values, applied beneath the options given explicitly. ``paper`` is
 # the official math, unchanged; ``fast`` is the bundle measured to translate well in minutes
@@ -341,7 +332,7 @@ def validate(config: ExperimentConfig) -> None:
     if d.preprocess == "scale_width_and_crop" and d.crop_size > d.load_size:
         raise ValueError(f"crop_size ({d.crop_size}) is wider than load_size ({d.load_size}), the width "
                          "scale_width gives every image; lower --crop_size or raise --load_size")
-    stride = GENERATOR_STRIDES.get(m.netG, 1)
+    stride = GENERATOR_SIZE_MULTIPLES.get(m.netG, 1)
     if d.preprocess in ("resize_and_crop", "crop", "scale_width_and_crop") and d.crop_size % stride:
         raise ValueError(f"--crop_size {d.crop_size} is not a multiple of {stride}, the size {m.netG} needs "
                          f"(its output would not match its input); use e.g. --crop_size {max(stride, d.crop_size // stride * stride)}")

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, generator_name, load_generator
+from .names import EXPORT_FORMATS
 
-EXPORT_FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
 METADATA_KEY = "cyclegan"
 

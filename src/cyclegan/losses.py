@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .names import GAN_MODES
+
 
 class GANLoss(nn.Module):
     """Adversarial loss against an all-real (1) or all-fake (0) target of the prediction's shape.
@@ -16,12 +18,10 @@ class GANLoss(nn.Module):
     penalty is ``gradient_penalty``).
     """
 
-    MODES = ("lsgan", "vanilla", "wgangp")
-
     def __init__(self, mode: str = "lsgan"):
         super().__init__()
-        if mode not in self.MODES:
-            raise ValueError(f"unknown gan_mode {mode!r}; valid: {', '.join(self.MODES)}")
+        if mode not in GAN_MODES:
+            raise ValueError(f"unknown gan_mode {mode!r}; valid: {', '.join(GAN_MODES)}")
         self.mode = mode
 
     def forward(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:

@@ -13,7 +13,8 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .checkpoint import GENERATOR_FOR_DIRECTION, Checkpoint, generator_name
+from .checkpoint import Checkpoint, generator_name
+from .names import GENERATOR_FOR_DIRECTION
 from .translate import Translator
 
 MULTIPART_SLACK = 64 * 1024  # form fields and boundaries around the file in an upload's body

@@ -27,19 +27,16 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
-from .checkpoint import GENERATOR_FOR_DIRECTION, Checkpoint, load_generator
+from .checkpoint import Checkpoint, load_generator
 from .data import (
     HIGH_DEPTH_MODES, IMAGE_EXTENSIONS, ImageReadError, find_images, match_channels, to_float_image, to_image, to_tensor,
 )
 from .devices import pick_device
+from .names import DEFAULT_OVERLAP, DEFAULT_TILE, GENERATOR_FOR_DIRECTION, OUTPUT_FORMATS, TILE_STATS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TILE = 1024  # pixels per side; peak memory of a resnet_9blocks tile stays near 1 GiB in fp32
-DEFAULT_OVERLAP = 64
-TILE_STATS = ("exact", "estimate")
 MIN_SIDE = 4
-OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
 FORMATS_WITHOUT_ALPHA = ("JPEG", "BMP")
 
 

@@ -1,0 +1,42 @@
+"""Every enumerated name the user can type, in one torch-free place: config, CLI and library import it.
+
+The CLI answers ``--help`` without importing torch, so the choices it offers cannot come from the
+modules that build networks or translate images; they come from here, and so do those modules'.
+"""
+
+from __future__ import annotations
+
+# Generators and the multiple their input sides must be (the ResNets downsample twice, the U-Nets
+# once per level).
+GENERATOR_SIZE_MULTIPLES = {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_256": 256, "unet_128": 128}
+GENERATOR_NAMES = tuple(GENERATOR_SIZE_MULTIPLES)
+DISCRIMINATOR_NAMES = ("basic", "n_layers", "pixel")
+NORM_NAMES = ("instance", "batch", "none")
+INIT_NAMES = ("normal", "xavier", "kaiming", "orthogonal")
+UPSAMPLE_NAMES = ("transpose", "resize")
+
+GAN_MODES = ("lsgan", "vanilla", "wgangp")
+LR_POLICIES = ("linear", "step", "plateau", "cosine")
+PREPROCESS_NAMES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+
+# A direction names the generator that translates it: AtoB is G_A (g_ab), BtoA is G_B (g_ba).
+GENERATOR_FOR_DIRECTION = {"AtoB": "g_ab", "BtoA": "g_ba"}
+DIRECTIONS = tuple(GENERATOR_FOR_DIRECTION)
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+# Translation: tiles bound memory (a resnet_9blocks tile of 1024 px stays near 1 GiB in fp32).
+DEFAULT_TILE = 1024
+DEFAULT_OVERLAP = 64
+TILE_STATS = ("exact", "estimate")
+# Output file extensions and the Pillow format each is written in.
+OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
+
+EXPORT_FORMATS = ("onnx", "torchscript")
+
+
+def other_direction(direction: str) -> str:
+    """BtoA for AtoB and AtoB for BtoA: the generator that translates back."""
+    return "BtoA" if direction == "AtoB" else "AtoB"
