@@ -54,7 +54,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from cyclegan.checkpoint import load_generator  # noqa: E402
 from cyclegan.config import build_experiment  # noqa: E402
 from cyclegan.demo import DATA_MARKER, DEMO_OPTIONS, TASKS as DEMO_TASKS, build_demo_dataset, translate_test_crops  # noqa: E402
-from cyclegan.data import find_images, load_image  # noqa: E402
+from cyclegan.images import find_images, load_image  # noqa: E402
 from cyclegan.metrics import psnr, ssim  # noqa: E402
 from cyclegan.training import Trainer  # noqa: E402
 

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cyclegan.config import ModelConfig  # noqa: E402
-from cyclegan.data import to_image, to_tensor  # noqa: E402
+from cyclegan.images import to_image, to_tensor  # noqa: E402
 from cyclegan.models import build_generator  # noqa: E402
 from cyclegan.translate import Translator, plan_outputs  # noqa: E402
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from cyclegan import cli
 from cyclegan.checkpoint import LATEST
-from cyclegan.data import ImageReadError, image_problem, scan_images
+from cyclegan.images import ImageReadError, image_problem, scan_images
 from cyclegan.training import NonFiniteLossError, Trainer
 
 from conftest import write_images
@@ -177,7 +177,7 @@ def test_a_domain_with_a_single_image_is_an_error_before_training(tiny_config, d
 
 
 def test_symlink_loops_and_dangling_links_are_not_images(tmp_path):
-    from cyclegan.data import find_images
+    from cyclegan.images import find_images
 
     write_images(tmp_path / "a", 2)
     (tmp_path / "a" / "up").symlink_to("..")  # a loop
@@ -231,7 +231,7 @@ def test_16_bit_grayscale_in_gives_16_bit_grayscale_out(tmp_path, rgb_run, suffi
 
 
 def test_16_bit_values_are_read_from_their_real_range(tmp_path):
-    from cyclegan.data import load_image, match_channels, to_tensor
+    from cyclegan.images import load_image, match_channels, to_tensor
 
     Image.fromarray(gradient16()).save(tmp_path / "g.png")
     tensor = match_channels(to_tensor(load_image(tmp_path / "g.png")), 3)

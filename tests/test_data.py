@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cyclegan.data import (Preprocess, UnpairedDataset, find_images, load_image, to_image, to_tensor,
-                           unpaired_dataset_from_folders)
+from cyclegan.data import Preprocess, UnpairedDataset, unpaired_dataset_from_folders
+from cyclegan.images import find_images, load_image, to_image, to_tensor
 
 from conftest import write_images
 

@@ -88,7 +88,7 @@ def test_evaluate_command_end_to_end(tmp_path, tiny_config, capsys):
     from conftest import write_images
     from cyclegan import cli
     from cyclegan.checkpoint import LATEST
-    from cyclegan.data import load_image, to_tensor
+    from cyclegan.images import load_image, to_tensor
     from cyclegan.training import Trainer
     from cyclegan.translate import Translator
 

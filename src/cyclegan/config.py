@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .names import (
-    DEVICES, DIRECTIONS, DISCRIMINATOR_NAMES, GAN_MODES, GENERATOR_NAMES, GENERATOR_SIZE_MULTIPLES, INIT_NAMES,
-    LR_POLICIES, MEMORY_FORMATS, NORM_NAMES, PRECISIONS, PREPROCESS_NAMES, UPSAMPLE_NAMES,
+    BAD_IMAGE_POLICIES, DEVICES, DIRECTIONS, DISCRIMINATOR_NAMES, GAN_MODES, GENERATOR_NAMES, GENERATOR_SIZE_MULTIPLES,
+    INIT_NAMES, LR_POLICIES, MEMORY_FORMATS, NONFINITE_POLICIES, NORM_NAMES, PRECISIONS, PREPROCESS_NAMES, UPSAMPLE_NAMES,
 )
 
 CONFIG_VERSION = 1
@@ -108,7 +108,7 @@ class DataConfig:
     on_bad_image: str = option(
         "skip", "images that do not decode (truncated, empty, not an image, a decompression bomb) or are smaller "
         "than crop_size with --preprocess crop: skip = leave them out, list them in RUN/bad_images.txt and say how "
-        "many; fail = stop before training, naming the first", choices=("skip", "fail"))
+        "many; fail = stop before training, naming the first", choices=BAD_IMAGE_POLICIES)
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ class TrainConfig:
                                 "AtoB_psnr_db (PSNR and SSIM: higher is better; the rest: lower)")
     on_nonfinite: str = option(
         "stop", "when a loss becomes NaN or infinite: stop = stop at once, leaving RUN/latest.safetensors as the last "
-        "good checkpoint; skip = skip that update and go on", choices=("stop", "skip"))
+        "good checkpoint; skip = skip that update and go on", choices=NONFINITE_POLICIES)
     precision: str = option(
         "fp32", "fp32; bf16 or fp16 autocast (fp16 with a gradient scaler, CUDA only). bf16 is refused on a CPU "
         "without native bf16 (no avx512_bf16 / amx_bf16), where it is emulated and slower, unless "

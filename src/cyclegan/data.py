@@ -1,4 +1,4 @@
-"""Finding, decoding and preparing images; the unpaired dataset of two image folders.
+"""Preparing training images (resize, crop, flip) and the unpaired dataset of two image folders.
 
 Randomness is a pure function of (seed, epoch, index): each sample seeds its own
 ``torch.Generator``, so loading in worker processes and resuming mid-epoch give the same images.
@@ -7,137 +7,16 @@ Randomness is a pure function of (seed, epoch, index): each sample seeds its own
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
+
+from .images import IMAGE_EXTENSIONS, ImageReadError, find_images, load_image, match_channels, scan_images, to_tensor
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class ImageReadError(ValueError):
-    """An image file that cannot be decoded; the message names the file and the problem."""
-
-
-def find_images(folder: str | Path, *, max_count: int = 0) -> list[Path]:
-    """Image files under ``folder``, recursively, sorted; at most ``max_count`` when it is positive."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    return paths[:max_count] if max_count > 0 else paths
-
-
-HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-LUMA = (0.299, 0.587, 0.114)
-
-
-def load_image(path: str | Path, *, channels: int = 3) -> Image.Image:
-    """Decode ``path`` with its EXIF orientation applied, as RGB (3 channels) or grayscale (1).
-
-    16-bit, 32-bit and float grayscale images come back as mode F on the 0-255 scale (see
-    ``to_float_image``), so that no precision is lost; ``match_channels`` gives them 3 channels.
-    """
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            if image.mode in HIGH_DEPTH_MODES:
-                return to_float_image(image)
-            return image.convert("RGB" if channels == 3 else "L")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
-
-
-def to_float_image(image: Image.Image) -> Image.Image:
-    """A high-bit-depth grayscale image as mode F with values in [0, 255].
-
-    The range: 16-bit images span 0-65535; 32-bit integer images too when their values fit, else
-    their own minimum to maximum; float images are taken as [0, 1] when their values lie there,
-    else also stretched from their minimum to their maximum.
-    """
-    array = np.asarray(image, dtype=np.float64)
-    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
-    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
-        array = array / 65535.0
-    elif image.mode == "F" and low >= 0 and high <= 1:
-        pass
-    else:
-        array = (array - low) / max(high - low, 1e-12)
-    return Image.fromarray((array * 255.0).astype(np.float32), mode="F")
-
-
-def match_channels(tensor: torch.Tensor, channels: int) -> torch.Tensor:
-    """(C, H, W) with C = 1 or 3 -> ``channels``: gray repeated into RGB, RGB to luma."""
-    if tensor.shape[-3] == channels:
-        return tensor
-    if tensor.shape[-3] == 1 and channels == 3:
-        return tensor.expand(*tensor.shape[:-3], 3, *tensor.shape[-2:]).clone()
-    if tensor.shape[-3] == 3 and channels == 1:
-        weights = torch.tensor(LUMA, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
-        return (tensor * weights).sum(-3, keepdim=True)
-    raise ValueError(f"cannot turn {tensor.shape[-3]} channels into {channels}")
-
-
-BAD_IMAGE_POLICIES = ("skip", "fail")
-
-
-def image_problem(path: str | Path, *, min_side: int = 0) -> str | None:
-    """None when ``path`` decodes fully as an image with sides of at least ``min_side``; else why not.
-
-    Catches zero-byte and non-image files, truncated data, decompression bombs (a huge declared
-    size) and images too small to crop.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.load()  # decodes everything: truncated files fail here
-                width, height = ImageOps.exif_transpose(image).size
-    except Image.DecompressionBombWarning as exc:
-        return f"declared size too large (a decompression bomb?): {exc}"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        return str(exc) or type(exc).__name__
-    if min(width, height) < min_side:
-        return f"{width}x{height} is smaller than crop_size {min_side}"
-    return None
-
-
-def scan_images(paths: Sequence[Path], *, min_side: int = 0, on_bad: str = "skip") -> tuple[list[Path], list[tuple[Path, str]]]:
-    """(readable paths, [(bad path, problem)]); with ``on_bad="fail"`` the first bad one raises."""
-    if on_bad not in BAD_IMAGE_POLICIES:
-        raise ValueError(f"unknown --on_bad_image {on_bad!r}; valid: {', '.join(BAD_IMAGE_POLICIES)}")
-    good, bad = [], []
-    for path in paths:
-        problem = image_problem(path, min_side=min_side)
-        if problem is None:
-            good.append(path)
-        elif on_bad == "fail":
-            raise ImageReadError(f"bad image {path}: {problem} (--on_bad_image skip leaves such files out)")
-        else:
-            bad.append((path, problem))
-    return good, bad
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """A PIL image as a float tensor in [-1, 1], shape (C, H, W)."""
-    array = np.asarray(image, dtype=np.float32)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.transpose(2, 0, 1).copy()).div_(127.5).sub_(1.0)
-
-
-def to_image(tensor: torch.Tensor) -> Image.Image:
-    """A (C, H, W) tensor in [-1, 1] as an 8-bit PIL image."""
-    array = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
-    array = array.permute(1, 2, 0).numpy()
-    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
-
 
 @dataclass(frozen=True)
 class Preprocess:

@@ -173,7 +173,7 @@ def translate_test_crops(generator, dataroot: str | Path) -> list[HeldOut]:
     """(a, G(a), T(a)) tensors for every held-out crop in testA / testA_truth."""
     import torch
 
-    from .data import find_images, load_image, to_tensor
+    from .images import find_images, load_image, to_tensor
 
     root = Path(dataroot)
     triplets = []
@@ -208,7 +208,7 @@ def save_comparison(triplets: list[HeldOut], path: Path, *, count: int = 8) -> P
 
 def write_results_page(triplets: list[HeldOut], result: DemoScore, output: Path, run_dir: Path) -> Path:
     """``output/index.html``: every held-out crop as input | translated | ground truth, with the PSNRs."""
-    from .data import to_image
+    from .images import to_image
     from .gallery import write_table_page
 
     folder = output / "results"
@@ -253,7 +253,7 @@ def run_demo(output: str | Path = "demo", *, iters: int | None = None, show_prog
     """Build the data if needed, train the fast recipe (resuming a stopped demo), score, and report."""
     from .checkpoint import load_generator
     from .config import build_experiment
-    from .data import find_images
+    from .images import find_images
     from .training import Trainer
 
     output = Path(output)

@@ -19,7 +19,7 @@ FEATURE_PROTOCOL = "fid-inception-2015-12-05 pool3 2048-d; RGB; bilinear resize 
 @torch.inference_mode()
 def tensor_features(net, images, *, device="cpu") -> np.ndarray:
     """(N, 2048) features of an iterable of (3, H, W) tensors in [-1, 1] (1-channel ones are repeated)."""
-    from .data import match_channels
+    from .images import match_channels
 
     rows = [net(match_channels(image, 3).unsqueeze(0).to(device)).double().cpu().numpy() for image in images]
     return np.concatenate(rows) if rows else np.zeros((0, 2048))
@@ -30,7 +30,7 @@ def folder_features(net, folder, *, cache_dir=None, device="cpu", weights_id: st
     import hashlib
     from pathlib import Path
 
-    from .data import find_images, load_image, to_tensor
+    from .images import find_images, load_image, to_tensor
 
     folder = Path(folder)
     paths = find_images(folder)
@@ -96,7 +96,8 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
     from pathlib import Path
 
     from .checkpoint import Checkpoint
-    from .data import domain_folders, find_images
+    from .data import domain_folders
+    from .images import find_images
     from .tracking import atomic_write_text, progress
     from .translate import Translator, epoch_label
 
@@ -149,7 +150,7 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
 
 def _measure_direction(forward, back, paths, folder, truth_dir, bar, features=None, target_folder=None,
                        seed: int = 0) -> dict:
-    from .data import load_image, match_channels, to_tensor
+    from .images import load_image, match_channels, to_tensor
     from .translate import cycle_batches
 
     cycle, scores, missing, fake_features = [], {"psnr_db": [], "ssim": [], "l1_255": []}, 0, []

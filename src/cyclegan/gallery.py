@@ -7,14 +7,13 @@ sample grids per epoch), the page of ``cyclegan test`` and the demo's results pa
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 import re
 from pathlib import Path
 from typing import Sequence, Union
 
-from .tracking import atomic_write_text
+from .tracking import atomic_write_text, read_metrics
 
 Cell = Union[Path, str]
 
@@ -160,18 +159,6 @@ LOSS_PLOTS = {
 EVAL_PLOTS = {"eval_cycle": ("held-out cycle L1 (0-255)", "cycle_l1_255"), "eval_fid": ("FID on the test split", "fid"),
               "eval_psnr": ("PSNR against ground truth (dB)", "psnr_db")}
 SAMPLE_NAME = re.compile(r"epoch_(\d+)_iter_(\d+)\.png$")
-
-
-def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a crash
-            continue
-    return records
 
 
 def write_training_plots(run_dir: Path, records: list[dict]) -> list[Path]:

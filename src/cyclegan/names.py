@@ -17,6 +17,8 @@ UPSAMPLE_NAMES = ("transpose", "resize")
 
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
 LR_POLICIES = ("linear", "step", "plateau", "cosine")
+BAD_IMAGE_POLICIES = ("skip", "fail")  # --on_bad_image
+NONFINITE_POLICIES = ("stop", "skip")  # --on_nonfinite
 PREPROCESS_NAMES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 
 # A direction names the generator that translates it: AtoB is G_A (g_ab), BtoA is G_B (g_ba).

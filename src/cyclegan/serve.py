@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .checkpoint import Checkpoint, generator_name
+from .images import DECODE_ERRORS
 from .names import GENERATOR_FOR_DIRECTION
 from .translate import Translator
 
@@ -79,7 +80,7 @@ class TranslationService:
             raise
         except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
             raise UploadProblem(415, f"{filename} is not an image this server can read: {exc}") from None
-        except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        except DECODE_ERRORS as exc:  # truncated or corrupt data
             raise UploadProblem(400, f"{filename} cannot be decoded: {exc}") from None
 
     def translate(self, data: bytes, filename: str, direction: str) -> bytes:

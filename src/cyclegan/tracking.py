@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 import torch
 from PIL import Image
 
-from .data import to_image
+from .images import to_image
 
 
 class MetricsLog:
@@ -23,18 +23,25 @@ class MetricsLog:
         """Drop records logged after ``total_iters`` (they belong to iterations that are redone)."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("iter", 0) <= total_iters]
-        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        kept = [record for record in read_metrics(self.path) if record.get("iter", 0) <= total_iters]
+        atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def append(self, record: dict) -> None:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
-    def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl; a line cut short by a crash is left out."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

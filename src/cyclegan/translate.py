@@ -21,15 +21,14 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
 from .checkpoint import Checkpoint, load_generator
-from .data import (
-    HIGH_DEPTH_MODES, IMAGE_EXTENSIONS, ImageReadError, find_images, match_channels, to_float_image, to_image, to_tensor,
+from .images import (
+    IMAGE_EXTENSIONS, Restore, finish_image, find_images, peek_size, prepare_image, read_image, save_image, to_image,
 )
 from .devices import pick_device
 from .names import DEFAULT_OVERLAP, DEFAULT_TILE, GENERATOR_FOR_DIRECTION, OUTPUT_FORMATS, TILE_STATS
@@ -37,7 +36,6 @@ from .names import DEFAULT_OVERLAP, DEFAULT_TILE, GENERATOR_FOR_DIRECTION, OUTPU
 log = logging.getLogger(__name__)
 
 MIN_SIDE = 4
-FORMATS_WITHOUT_ALPHA = ("JPEG", "BMP")
 
 
 # ---- padding ------------------------------------------------------------------------------
@@ -280,76 +278,6 @@ def _measure_tiles(net, norms: WholeImageInstanceNorm, x: torch.Tensor, plan: Ti
         bar.update(1)
 
 
-# ---- images ---------------------------------------------------------------------------------
-
-def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
-    """The image without its alpha channel, and the alpha channel (None when it has none)."""
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        return image.convert("RGB" if image.mode[0] in "RP" else "L"), image.getchannel("A")
-    return image, None
-
-
-@dataclass(frozen=True)
-class Restore:
-    """What a translated tensor needs to become an image like its input: alpha, bit depth, channels."""
-
-    alpha: Image.Image | None = None
-    depth: str = "8"  # "8", "16" (integer) or "float"
-    channels: int | None = None  # the input's colour channels, when they differ from the network's
-
-
-def prepare_image(image: Image.Image, channels: int) -> tuple[torch.Tensor, Restore]:
-    """A (C, H, W) tensor in [-1, 1] with the network's channel count, and how to restore the input's kind."""
-    image, alpha = split_alpha(ImageOps.exif_transpose(image))
-    if image.mode in HIGH_DEPTH_MODES:
-        depth = "float" if image.mode == "F" else "16"
-        tensor = match_channels(to_tensor(to_float_image(image)), channels)
-        return tensor, Restore(alpha, depth, 1 if channels != 1 else None)
-    source_channels = 1 if image.mode in ("L", "1") else 3
-    tensor = to_tensor(image.convert("RGB" if channels == 3 else "L"))
-    return tensor, Restore(alpha, "8", source_channels if source_channels != channels and alpha is None else None)
-
-
-def finish_image(tensor: torch.Tensor, restore: Restore | Image.Image | None = None) -> Image.Image:
-    """The translated (C, H, W) tensor as an image of the input's kind (alpha, bit depth, channels)."""
-    if not isinstance(restore, Restore):
-        restore = Restore(alpha=restore)
-    if restore.channels:
-        tensor = match_channels(tensor, restore.channels)
-    if restore.depth != "8" and tensor.shape[-3] == 1:  # Pillow has no 16-bit or float colour images
-        values = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) / 2)[0].numpy()  # (H, W) in [0, 1]
-        if restore.depth == "16":
-            return Image.fromarray((values * 65535 + 0.5).astype(np.uint16))
-        return Image.fromarray(values.astype(np.float32), mode="F")
-    image = to_image(tensor)
-    if restore.alpha is not None:
-        image = image.convert("RGBA" if image.mode == "RGB" else "LA")
-        image.putalpha(restore.alpha)
-    return image
-
-
-def read_image(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
-
-
-def peek_size(path: Path) -> tuple[int, int]:
-    """(width, height) after EXIF rotation, read from the header without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            rotated = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
-    return (height, width) if rotated else (width, height)
-
-
 @dataclass(frozen=True)
 class Resize:
     """Optional resizing before translation: ``N`` (shorter side N, aspect kept) or ``WxH`` (exact)."""
@@ -552,21 +480,6 @@ class Translator:
         """Translate every image under ``src`` into ``dst``, keeping relative paths."""
         return self.translate_files(plan_outputs([src], dst, format=format), batch_size=batch_size,
                                     show_progress=show_progress)
-
-
-def save_image(image: Image.Image, path: Path) -> Path:
-    """Save in the format the suffix names, dropping alpha or bit depth where the format lacks them."""
-    kind = OUTPUT_FORMATS.get(path.suffix.lower().lstrip("."), "PNG")
-    if kind in FORMATS_WITHOUT_ALPHA and image.mode in ("RGBA", "LA"):
-        image = image.convert(image.mode[:-1])
-    if image.mode == "F" and kind != "TIFF":  # only TIFF stores floats; PNG keeps 16 bits of them
-        array = np.asarray(image)
-        image = Image.fromarray((array.clip(0, 1) * 65535 + 0.5).astype(np.uint16))
-    if image.mode.startswith("I;16") and kind not in ("PNG", "TIFF"):
-        image = Image.fromarray((np.asarray(image) // 257).astype(np.uint8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format=kind)
-    return path
 
 
 # ---- inputs and outputs ------------------------------------------------------------------
