@@ -41,12 +41,13 @@ def child(name: str, ngf: int) -> dict:
 
     from cyclegan.config import ModelConfig
     from cyclegan.models import build_generator
+    from cyclegan.tiling import TileOptions
     from cyclegan.translate import Translator
 
     width, height, tile, stats = VARIANTS[name]
     torch.manual_seed(0)
     translator = Translator(build_generator(ModelConfig(netG="resnet_9blocks", ngf=ngf)), device="cpu",
-                            tile=tile, stats=stats)
+                            tiles=TileOptions(tile=tile, stats=stats))
     model_mib = peak_rss_mib()
     image = torch.rand(3, height, width) * 2 - 1
     started = time.perf_counter()

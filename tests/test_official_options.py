@@ -140,6 +140,7 @@ def test_crop_size_must_suit_the_generator(tiny_config):
 def test_unet_translates_any_size_and_tiles():
     from cyclegan.config import ModelConfig
     from cyclegan.models import build_generator
+    from cyclegan.tiling import TileOptions
     from cyclegan.translate import Translator
 
     torch.manual_seed(0)
@@ -147,7 +148,7 @@ def test_unet_translates_any_size_and_tiles():
     x = torch.rand(3, 100, 70) * 2 - 1
     assert Translator(net, device="cpu").translate_tensor(x).shape == (3, 100, 70)
     big = torch.rand(3, 300, 520) * 2 - 1
-    whole = Translator(net, device="cpu", tile=1024).translate_tensor(big)
-    tiled = Translator(net, device="cpu", tile=256, overlap=64).translate_tensor(big)
+    whole = Translator(net, device="cpu", tiles=TileOptions(tile=1024)).translate_tensor(big)
+    tiled = Translator(net, device="cpu", tiles=TileOptions(tile=256, overlap=64)).translate_tensor(big)
     assert tiled.shape == big.shape
     assert (tiled - whole).abs()[:, 16:-16, 16:-16].mean() < 2 / 255

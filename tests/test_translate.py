@@ -13,7 +13,8 @@ from cyclegan.config import ModelConfig
 from cyclegan.models import build_generator
 from cyclegan.names import TILE_STATS
 from cyclegan.training import Trainer
-from cyclegan.translate import Resize, TilePlan, Translator, blend_window, padding_for, plan_outputs, reflect_pad
+from cyclegan.tiling import TileOptions, TilePlan, blend_window, padding_for, reflect_pad
+from cyclegan.translate import Resize, Translator, plan_outputs
 
 from conftest import TINY_OPTIONS
 
@@ -101,7 +102,7 @@ def test_wrong_channel_count_is_a_clear_error():
 @pytest.mark.parametrize("tile,overlap,message", [(30, 8, "multiple of 4"), (64, 40, "half the tile"), (64, 0, "positive")])
 def test_bad_tile_options_are_refused(tile, overlap, message):
     with pytest.raises(ValueError, match=message):
-        Translator(random_net(), device="cpu", tile=tile, overlap=overlap)
+        Translator(random_net(), device="cpu", tiles=TileOptions(tile=tile, overlap=overlap))
 
 
 def _jumps(x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -113,8 +114,8 @@ def _jumps(x: torch.Tensor, axis: int) -> torch.Tensor:
 def test_tiled_output_matches_the_whole_image_and_has_no_seams():
     net = random_net()
     x = torch.from_numpy(np.array(photo(1024, 768))).permute(2, 0, 1).float() / 127.5 - 1
-    whole = Translator(net, device="cpu", tile=1024).translate_tensor(x)
-    tiled = Translator(net, device="cpu", tile=256, overlap=64).translate_tensor(x)
+    whole = Translator(net, device="cpu", tiles=TileOptions(tile=1024)).translate_tensor(x)
+    tiled = Translator(net, device="cpu", tiles=TileOptions(tile=256, overlap=64)).translate_tensor(x)
     interior = (tiled - whole).abs()[:, 16:-16, 16:-16] * 127.5  # in [0, 255] units
     assert interior.mean() < 1.0
     plan = TilePlan.make(768, 1024, tile=256, overlap=64, multiple=4)
@@ -135,7 +136,7 @@ def test_tiled_output_matches_the_whole_image_and_has_no_seams():
 def test_estimated_statistics_are_one_for_all_tiles():
     net = random_net()
     x = torch.from_numpy(np.array(photo(256, 192))).permute(2, 0, 1).float() / 127.5 - 1
-    tiled = Translator(net, device="cpu", tile=64, overlap=16, stats="estimate").translate_tensor(x)
+    tiled = Translator(net, device="cpu", tiles=TileOptions(tile=64, overlap=16, stats="estimate")).translate_tensor(x)
     assert tiled.shape == x.shape and torch.isfinite(tiled).all()
     assert "estimate" in TILE_STATS and "exact" in TILE_STATS
 
@@ -146,8 +147,8 @@ def test_batch_norm_and_no_norm_tile_without_statistics():
         torch.manual_seed(0)
         net = build_generator(ModelConfig(netG="resnet_6blocks", ngf=4, norm=norm)).eval()
         x = torch.rand(3, 96, 128) * 2 - 1
-        whole = Translator(net, device="cpu", tile=256).translate_tensor(x)
-        tiled = Translator(net, device="cpu", tile=64, overlap=24).translate_tensor(x)
+        whole = Translator(net, device="cpu", tiles=TileOptions(tile=256)).translate_tensor(x)
+        tiled = Translator(net, device="cpu", tiles=TileOptions(tile=64, overlap=24)).translate_tensor(x)
         assert (whole - tiled).abs()[:, 8:-8, 8:-8].mean() < 1 / 255
 
 
@@ -327,7 +328,7 @@ def test_one_pass_statistics_equal_layer_by_layer_measurement_of_one_part():
     from functools import partial
 
     from cyclegan.tracking import progress
-    from cyclegan.translate import WholeImageInstanceNorm, _measure_tiles
+    from cyclegan.tiling import WholeImageInstanceNorm, measure_tiles
 
     net = random_net().eval()
     x = torch.rand(1, 3, 32, 48) * 2 - 1
@@ -336,7 +337,7 @@ def test_one_pass_statistics_equal_layer_by_layer_measurement_of_one_part():
     with torch.inference_mode(), norms:
         norms.measure_whole(net, x)
         one_pass = norms.frozen
-        norms.measure_layers(partial(_measure_tiles, net, norms, x, plan, x.device,
+        norms.measure_layers(partial(measure_tiles, net, norms, x, plan, x.device,
                                      progress(None, total=1, description="", enabled=False)))
         layer_by_layer = norms.frozen
         assert len(one_pass) == len(layer_by_layer) == len(norms.layers) == 1 + 2 + 2 * 6 + 2

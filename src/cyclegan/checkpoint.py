@@ -21,8 +21,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .config import ExperimentConfig, ModelConfig, flatten_config_dict
-from .models import build_generator
+from .config import ExperimentConfig, flatten_config_dict
+from .models import generator_for
 from .names import GENERATOR_FOR_DIRECTION
 
 FORMAT = "cyclegan"
@@ -167,18 +167,19 @@ class Checkpoint:
         net.load_state_dict(weights, strict=True)
         return net
 
+    def generator(self, direction: str = "AtoB", *, ema: bool = True, device: str | torch.device = "cpu") -> nn.Module:
+        """The trained generator for ``direction`` (AtoB = G_A, BtoA = G_B) in eval mode: its moving
+        average when the run kept one, unless ``ema`` is False. Its input channels are
+        ``config.model.generator_channels(direction)[0]``."""
+        net = generator_for(self.config.model, direction)
+        self.load_network(generator_name(self, direction, ema=ema), net)
+        return net.to(device).eval()
+
     def training_state(self) -> dict[str, Any]:
         if not self.has_training_state:
             raise CheckpointError(f"{self.path} holds weights only, no training state to resume from; "
                                   f"resume from the run's {LATEST}")
         return unflatten_state(json.loads(self.metadata["state"]), self.tensors("state/", strip=False))
-
-
-def generator_for(model: ModelConfig, direction: str) -> nn.Module:
-    """An untrained generator of the checkpoint's architecture for ``direction``."""
-    if direction == "AtoB":
-        return build_generator(model)
-    return build_generator(model, in_channels=model.output_nc, out_channels=model.input_nc)
 
 
 def generator_name(checkpoint: Checkpoint, direction: str, *, ema: bool = True) -> str:
@@ -200,7 +201,4 @@ def load_generator(path_or_run_dir: str | Path, direction: str = "AtoB", *, devi
     A run trained with --ema_decay also holds the generators' moving averages; they are used unless
     ``ema`` is False.
     """
-    checkpoint = Checkpoint(path_or_run_dir)
-    net = generator_for(checkpoint.config.model, direction)
-    checkpoint.load_network(generator_name(checkpoint, direction, ema=ema), net)
-    return net.to(device).eval()
+    return Checkpoint(path_or_run_dir).generator(direction, ema=ema, device=device)

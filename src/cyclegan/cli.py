@@ -156,8 +156,10 @@ def add_device_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N; replaces the official --gpu_ids (default: auto)")
 
 
-def translator_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"device": args.device, "tile": args.tile, "overlap": args.overlap, "stats": args.tile_stats}
+def tile_options(args: argparse.Namespace):
+    from .tiling import TileOptions
+
+    return TileOptions(tile=args.tile, overlap=args.overlap, stats=args.tile_stats)
 
 
 def add_translate_parser(subparsers) -> None:
@@ -198,7 +200,6 @@ def run_translate(args: argparse.Namespace) -> int:
     if args.skip_existing:
         jobs = [(source, target) for source, target in jobs if not target.exists()]
     translator = _translator(args, resize)
-    translator.on_bad_image = args.on_bad_image
     written = translator.translate_files(jobs, batch_size=args.batch_size, show_progress=not args.quiet)
     log.info("translated %d images (%s) into %s", len(written), args.direction, args.output)
     if translator.skipped:
@@ -212,8 +213,10 @@ def _translator(args: argparse.Namespace, resize):
 
     if (args.checkpoint is None) == (args.onnx is None):
         raise CommandError("give --checkpoint RUN_OR_FILE or --onnx FILE (one of them)")
+    settings = {"device": args.device, "tiles": tile_options(args), "resize": resize, "on_bad_image": args.on_bad_image,
+                "show_progress": not args.quiet}
     if args.checkpoint is not None:
-        return Translator.from_checkpoint(args.checkpoint, args.direction, resize=resize, **translator_options(args))
+        return Translator.from_checkpoint(args.checkpoint, args.direction, **settings)
     from .export import OnnxGenerator
 
     generator = OnnxGenerator(args.onnx)
@@ -221,7 +224,7 @@ def _translator(args: argparse.Namespace, resize):
     if exported and exported != args.direction:
         raise CommandError(f"{args.onnx} translates {exported}, not {args.direction}: pass --direction {exported} "
                            f"or export the other generator")
-    return Translator(generator, in_channels=generator.in_channels, resize=resize, **translator_options(args))
+    return Translator(generator, in_channels=generator.in_channels, **settings)
 
 
 def add_test_split_flags(p: argparse.ArgumentParser) -> None:
@@ -243,10 +246,10 @@ def add_test_parser(subparsers) -> None:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from .translate import run_test as test
+    from .heldout import run_test as test
 
     page = test(args.checkpoint, dataroot=args.dataroot, output=args.output, max_images=args.max_images,
-                batch_size=args.batch_size, show_progress=not args.quiet, **translator_options(args))
+                batch_size=args.batch_size, device=args.device, show_progress=not args.quiet, tiles=tile_options(args))
     log.info("open %s", page)
     return 0
 
@@ -305,7 +308,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_run(args.checkpoint, dataroot=args.dataroot, direction=args.direction, truth=args.truth,
                           max_images=args.max_images, show_progress=not args.quiet, fid=not args.no_fid,
                           inception_weights=args.inception_weights, cache_dir=args.feature_cache,
-                          **translator_options(args))
+                          device=args.device, tiles=tile_options(args))
     print(format_report(report))
     log.info("all numbers and the protocol: %s", report["path"])
     return 0
@@ -424,9 +427,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     from .serve import serve
+    from .tiling import TileOptions
 
     serve(args.checkpoint, host=args.host, port=args.port, device=args.device, max_upload_mb=args.max_upload_mb,
-          max_pixels=args.max_pixels, tile=args.tile)
+          max_pixels=args.max_pixels, tiles=TileOptions(tile=args.tile))
     return 0
 
 

@@ -80,8 +80,14 @@ class ModelConfig:
         0,
         "hidden channels of a per-pixel colour branch (1x1 convs, no normalisation) added to the global "
         "residual: one tone and colour curve for every image, which the instance-normalised trunk cannot "
-        "express (0 = none; needs --global_residual; not in the fast recipe: it cost the etching task 0.5 dB)",
+        "express (0 = none; needs --global_residual; not in the fast recipe, see README: Recipes)",
     )
+
+    def generator_channels(self, direction: str) -> tuple[int, int]:
+        """(in, out) channels of the generator that translates ``direction``: G_A maps input_nc to output_nc."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
+        return (self.input_nc, self.output_nc) if direction == "AtoB" else (self.output_nc, self.input_nc)
 
 
 @dataclass(frozen=True)

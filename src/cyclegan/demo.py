@@ -173,12 +173,13 @@ def translate_test_crops(generator, dataroot: str | Path) -> list[HeldOut]:
     """(a, G(a), T(a)) tensors for every held-out crop in testA / testA_truth."""
     import torch
 
-    from .images import find_images, load_image, to_tensor
+    from .heldout import TestSplit
+    from .images import load_image, to_tensor
 
     root = Path(dataroot)
     triplets = []
     with torch.inference_mode():
-        for path in find_images(root / "testA"):
+        for path in TestSplit.find(root, directions=("AtoB",), require=True).images["AtoB"]:
             a = to_tensor(load_image(path)).unsqueeze(0)  # (1, 3, H, W)
             truth = to_tensor(load_image(root / "testA_truth" / path.name)).unsqueeze(0)
             triplets.append(HeldOut(path.name, a, generator(a).clamp(-1, 1), truth))

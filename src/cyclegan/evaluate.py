@@ -4,12 +4,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 
 from .metrics import (
     KID_SUBSET_SIZE, KID_SUBSETS, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, distribution_metrics, l1_255, psnr, ssim,
 )
+from .names import DIRECTIONS, other_direction
+from .tiling import TileOptions
+
 
 # ---- Inception features, with a cache for real image folders -----------------------------------------
 
@@ -28,7 +35,6 @@ def tensor_features(net, images, *, device="cpu") -> np.ndarray:
 def folder_features(net, folder, *, cache_dir=None, device="cpu", weights_id: str = "") -> np.ndarray:
     """Features of every image under ``folder``, cached by file names, sizes and times and the protocol."""
     import hashlib
-    from pathlib import Path
 
     from .images import find_images, load_image, to_tensor
 
@@ -55,7 +61,6 @@ def folder_features(net, folder, *, cache_dir=None, device="cpu", weights_id: st
 
 def default_cache_dir():
     import os
-    from pathlib import Path
 
     return Path(os.environ.get("CYCLEGAN_CACHE", Path.home() / ".cache" / "cyclegan")) / "features"
 
@@ -83,9 +88,19 @@ def _feature_network(feature_net, inception_weights, device):
 
 # ---- evaluating a run -----------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Features:
+    """The feature network of FID/KID, an id of its weights (for cache keys), and where it runs and caches."""
+
+    net: Any
+    weights_id: str
+    cache_dir: Path
+    device: Any
+
+
 def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=None, max_images: int = 0,
                  device: str | None = None, show_progress: bool = False, fid: bool = True, feature_net=None,
-                 inception_weights=None, cache_dir=None, **translator_options) -> dict:
+                 inception_weights=None, cache_dir=None, tiles: TileOptions = TileOptions()) -> dict:
     """Translate the test split and measure it; writes and returns ``RUN/eval_<epoch>.json``'s content.
 
     Per direction: the cycle-consistency L1 |F(G(a)) - a| in [0, 255] units and, with ``truth``
@@ -93,39 +108,32 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
     direction), PSNR, SSIM and L1 against it. Every image at its own size.
     """
     import json
-    from pathlib import Path
 
     from .checkpoint import Checkpoint
-    from .data import domain_folders
-    from .images import find_images
+    from .heldout import TestSplit, epoch_label
     from .tracking import atomic_write_text, progress
-    from .translate import Translator, epoch_label
+    from .translate import Translator
 
+    if direction not in ("both", *DIRECTIONS):
+        raise ValueError(f"unknown --direction {direction!r}; valid: both, {', '.join(DIRECTIONS)}")
+    directions = DIRECTIONS if direction == "both" else (direction,)
     checkpoint = Checkpoint(checkpoint)
     config = checkpoint.config
     root = Path(dataroot or config.data.dataroot)
-    folders = dict(zip(("AtoB", "BtoA"), domain_folders(root, "test", config.data.direction)))
-    directions = ("AtoB", "BtoA") if direction == "both" else (direction,)
-    if direction not in ("both", "AtoB", "BtoA"):
-        raise ValueError(f"unknown --direction {direction!r}; valid: both, AtoB, BtoA")
-    translators = {d: Translator.from_checkpoint(checkpoint.path, d, device=device, **translator_options)
-                   for d in ("AtoB", "BtoA")}
+    translators = {d: Translator.from_checkpoint(checkpoint, d, device=device, tiles=tiles) for d in DIRECTIONS}
     features = None
     if fid:
-        net, weights_id = _feature_network(feature_net, inception_weights, translators["AtoB"].device)
-        features = {"net": net, "weights_id": weights_id, "cache_dir": cache_dir or default_cache_dir(),
-                    "device": translators["AtoB"].device}
+        on = translators["AtoB"].device
+        net, weights_id = _feature_network(feature_net, inception_weights, on)
+        features = Features(net, weights_id, Path(cache_dir or default_cache_dir()), on)
+    split = TestSplit.find(root, data_direction=config.data.direction, directions=directions, max_images=max_images,
+                           require=True)
     results, counts = {}, {}
-    for d in directions:
-        if not folders[d].is_dir():
-            raise FileNotFoundError(f"{folders[d]} does not exist; --dataroot must hold test{d[0]}/")
-        paths = find_images(folders[d], max_count=max_images)
-        truth_dir = Path(truth) if truth and d == directions[0] else None
-        forward, back = translators[d], translators["BtoA" if d == "AtoB" else "AtoB"]
+    for d, paths in split.images.items():
         bar = progress(None, total=len(paths), description=f"evaluate {d}", enabled=show_progress, unit="img")
-        target_folder = folders["BtoA" if d == "AtoB" else "AtoB"]
-        results[d] = _measure_direction(forward, back, paths, folders[d], truth_dir, bar, features, target_folder,
-                                        config.train.seed)
+        results[d] = _measure_direction(translators[d], translators[other_direction(d)], paths, folder=split.folders[d],
+                                        truth_dir=Path(truth) if truth and d == directions[0] else None, bar=bar,
+                                        features=features, target_folder=split.target_folder(d), seed=config.train.seed)
         bar.close()
         counts[d] = len(paths)
     report = {
@@ -136,7 +144,7 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
             "image_format": "inputs decoded from their files; translations measured in float, before any re-encoding",
             "range": "cycle and truth L1 in [0, 255] units; PSNR and SSIM on [0, 1]",
             "ssim": f"Gaussian window {SSIM_WINDOW}, sigma {SSIM_SIGMA}, K1 {SSIM_K1}, K2 {SSIM_K2}, mean over channels",
-            "fid_kid": (f"{FEATURE_PROTOCOL}; weights sha256 {features['weights_id']}; translations against the real "
+            "fid_kid": (f"{FEATURE_PROTOCOL}; weights sha256 {features.weights_id}; translations against the real "
                         f"test images of the target domain; KID: {KID_SUBSETS} subsets of up to {KID_SUBSET_SIZE}, "
                         f"unbiased, with its standard error") if features else "not computed (--no_fid)",
             "seed": config.train.seed,
@@ -148,15 +156,15 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
     return report
 
 
-def _measure_direction(forward, back, paths, folder, truth_dir, bar, features=None, target_folder=None,
-                       seed: int = 0) -> dict:
+def _measure_direction(forward, back, paths, *, folder: Path, truth_dir: Path | None, bar, features: Features | None,
+                       target_folder: Path, seed: int) -> dict:
+    from .heldout import cycle_batches
     from .images import load_image, match_channels, to_tensor
-    from .translate import cycle_batches
 
     cycle, scores, missing, fake_features = [], {"psnr_db": [], "ssim": [], "l1_255": []}, 0, []
     for batch_paths, real, fake, rec in cycle_batches(forward, back, paths, batch_size=forward.default_batch_size):
         if features is not None:
-            fake_features.append(tensor_features(features["net"], fake.clamp(-1, 1), device=features["device"]))
+            fake_features.append(tensor_features(features.net, fake.clamp(-1, 1), device=features.device))
         for path, r, f, c in zip(batch_paths, real, fake, rec):
             cycle.append(l1_255(c, r))
             if truth_dir is None:
@@ -175,8 +183,8 @@ def _measure_direction(forward, back, paths, folder, truth_dir, bar, features=No
         bar.update(len(batch_paths))
     result = {"images": len(cycle), "cycle_l1_255": float(np.mean(cycle)) if cycle else None}
     if features is not None:
-        real_features = folder_features(features["net"], target_folder, cache_dir=features["cache_dir"],
-                                        device=features["device"], weights_id=features["weights_id"])
+        real_features = folder_features(features.net, target_folder, cache_dir=features.cache_dir,
+                                        device=features.device, weights_id=features.weights_id)
         result.update(distribution_metrics(real_features, np.concatenate(fake_features), seed=seed))
     if truth_dir is not None:
         matched = len(scores["psnr_db"])

@@ -28,7 +28,7 @@ def export_metadata(checkpoint: Checkpoint, direction: str, generator: nn.Module
     return {
         "direction": direction,
         "network": generator_name(checkpoint, direction),
-        "in_channels": model.input_nc if direction == "AtoB" else model.output_nc,
+        "in_channels": model.generator_channels(direction)[0],
         "size_multiple": getattr(generator, "size_multiple", 4),
         "input_range": [-1.0, 1.0],
         "layout": "NCHW",

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import LATEST, CheckpointError, generator_for, save_checkpoint, stored_network
+from .checkpoint import LATEST, CheckpointError, save_checkpoint, stored_network
 from .config import ExperimentConfig, ModelConfig, build_experiment
-from .models import build_discriminator, build_generator
+from .models import build_discriminator, build_generator, generator_for
 
 # official file name part -> (our network name, role)
 OFFICIAL_NETWORKS = {"G_A": "g_ab", "G_B": "g_ba", "D_A": "d_b", "D_B": "d_a"}

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .checkpoint import Checkpoint, generator_name
 from .images import DECODE_ERRORS
 from .names import GENERATOR_FOR_DIRECTION
+from .tiling import TileOptions
 from .translate import Translator
 
 MULTIPART_SLACK = 64 * 1024  # form fields and boundaries around the file in an upload's body
@@ -33,10 +34,10 @@ class TranslationService:
     """The translators of one checkpoint, the upload limits, and the lock that serialises the model."""
 
     def __init__(self, checkpoint: str | Path, *, device: str | None = None, max_upload_mb: float = 20.0,
-                 max_pixels: int = 16_000_000, **translator_options: Any):
+                 max_pixels: int = 16_000_000, tiles: TileOptions = TileOptions()):
         self.checkpoint = Checkpoint(checkpoint)
         self.translators = {
-            direction: Translator.from_checkpoint(self.checkpoint.path, direction, device=device, **translator_options)
+            direction: Translator.from_checkpoint(self.checkpoint, direction, device=device, tiles=tiles)
             for direction, name in GENERATOR_FOR_DIRECTION.items() if self.checkpoint.has_network(name)}
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
         self.max_pixels = max_pixels
@@ -147,11 +148,13 @@ def create_app(service: TranslationService):
     return app
 
 
-def serve(checkpoint: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+def serve(checkpoint: str | Path, *, host: str = "127.0.0.1", port: int = 8000, device: str | None = None,
+          max_upload_mb: float = 20.0, max_pixels: int = 16_000_000, tiles: TileOptions = TileOptions()) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
-    service = TranslationService(checkpoint, **options)
+    service = TranslationService(checkpoint, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                                 tiles=tiles)
     print(f"cyclegan serve: {service.checkpoint.path} ({', '.join(service.translators)}) at http://{host}:{port}/")
     uvicorn.run(create_app(service), host=host, port=port, log_level="info")
 

@@ -40,7 +40,7 @@ from .gallery import write_training_page
 from .image_pool import ImagePool
 from .losses import (ColourSums, GANLoss, add_sums, colour_moment_loss, colour_moments, colour_sums, cycle_loss,
                      gradient_penalty, identity_loss)
-from .models import build_discriminator, build_generator
+from .models import build_discriminator, generator_for
 from .schedules import Plateau, cosine_factor, ema_weight, linear_decay, linear_factor, step_factor, warmup_factor
 from .tracking import MetricsLog, TensorBoardLog, atomic_write_text, format_losses, image_grid, progress
 
@@ -182,8 +182,8 @@ def build_cyclegan(config: ExperimentConfig) -> CycleGAN:
     """Freshly initialised networks for ``config`` (init draws from torch's global RNG)."""
     m, t = config.model, config.train
     return CycleGAN(
-        build_generator(m),
-        build_generator(m, in_channels=m.output_nc, out_channels=m.input_nc),
+        generator_for(m, "AtoB"),
+        generator_for(m, "BtoA"),
         build_discriminator(m, in_channels=m.input_nc),
         build_discriminator(m, in_channels=m.output_nc),
         gan_mode=t.gan_mode,

@@ -44,6 +44,12 @@ def build_generator(cfg: ModelConfig, *, in_channels: int | None = None, out_cha
     return net
 
 
+def generator_for(cfg: ModelConfig, direction: str) -> nn.Module:
+    """An initialised generator that translates ``direction``: G_A (AtoB) or G_B (BtoA)."""
+    in_channels, out_channels = cfg.generator_channels(direction)
+    return build_generator(cfg, in_channels=in_channels, out_channels=out_channels)
+
+
 def build_discriminator(cfg: ModelConfig, *, in_channels: int) -> nn.Module:
     """An initialised discriminator judging images with ``in_channels`` channels."""
     make = lookup(DISCRIMINATORS, cfg.netD, "netD")
@@ -64,5 +70,6 @@ __all__ = [
     "UnetSkipBlock",
     "build_discriminator",
     "build_generator",
+    "generator_for",
     "init_weights",
 ]

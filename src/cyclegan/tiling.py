@@ -1,0 +1,315 @@
+"""Translating images larger than one tile: reflect padding to the network's stride, the tile plan and
+its blending, and instance norm with the statistics of the whole image instead of each tile's own.
+
+Tiles overlap and their outputs are blended with raised-cosine weights, so that no seam shows.
+Instance norm would normalise every tile by its own statistics (a visible change of tone from tile
+to tile); instead the statistics of the whole image are measured once (exactly, layer by layer over
+the tiles, or estimated from a downscaled copy) and every tile is normalised with them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .names import DEFAULT_OVERLAP, DEFAULT_TILE, TILE_STATS
+
+MIN_SIDE = 4
+
+
+# ---- padding ------------------------------------------------------------------------------
+
+def reflect_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """Reflect padding of any amount: in several passes when the image is smaller than the pad."""
+    while top or bottom or left or right:
+        h, w = x.shape[-2:]
+        step = [min(left, w - 1), min(right, w - 1), min(top, h - 1), min(bottom, h - 1)]
+        x = F.pad(x, step, mode="reflect")
+        left, right, top, bottom = left - step[0], right - step[1], top - step[2], bottom - step[3]
+    return x
+
+
+def padding_for(size: int, multiple: int) -> tuple[int, int]:
+    """(before, after) padding that makes ``size`` a multiple of ``multiple`` and at least two of them."""
+    target = max(2 * multiple, -(-size // multiple) * multiple)
+    extra = target - size
+    return extra // 2, extra - extra // 2
+
+
+def check_size(height: int, width: int, name: str = "image") -> None:
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise ValueError(f"{name} is {width}x{height} pixels; translation needs at least {MIN_SIDE} pixels on each side")
+
+
+# ---- tiles --------------------------------------------------------------------------------
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Starts of tiles of size ``tile`` covering ``length``, neighbours overlapping by >= ``overlap``."""
+    if length <= tile:
+        return [0]
+    return list(range(0, length - tile, tile - overlap)) + [length - tile]
+
+
+def core_bounds(starts: Sequence[int], tile: int, length: int, multiple: int) -> list[tuple[int, int]]:
+    """Split ``[0, length)`` among tiles at the middle of each overlap, on multiples of ``multiple``."""
+    cuts = [(a + tile + b) // 2 // multiple * multiple for a, b in zip(starts, starts[1:])]
+    edges = [0, *cuts, length]
+    return list(zip(edges, edges[1:]))
+
+
+def blend_window(starts: Sequence[int], index: int, tile: int) -> torch.Tensor:
+    """1-D weights of one tile: raised-cosine ramps where it overlaps a neighbour, flat elsewhere."""
+    weight = torch.ones(tile, dtype=torch.float64)
+    start = starts[index]
+    if index > 0:
+        ramp = starts[index - 1] + tile - start  # overlap with the previous tile
+        t = (torch.arange(ramp, dtype=torch.float64) + 0.5) / ramp
+        weight[:ramp] *= torch.sin(t * math.pi / 2) ** 2
+    if index < len(starts) - 1:
+        ramp = start + tile - starts[index + 1]  # overlap with the next tile
+        t = (torch.arange(ramp, dtype=torch.float64) + 0.5) / ramp
+        weight[tile - ramp:] *= torch.cos(t * math.pi / 2) ** 2
+    return weight
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the tiles of one padded image lie, and which part of it each tile's statistics own."""
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    starts_y: tuple[int, ...]
+    starts_x: tuple[int, ...]
+    cores_y: tuple[tuple[int, int], ...]
+    cores_x: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def make(cls, height: int, width: int, *, tile: int, overlap: int, multiple: int) -> "TilePlan":
+        tile_h, tile_w = min(tile, height), min(tile, width)
+        starts_y, starts_x = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
+        return cls(height, width, tile_h, tile_w, tuple(starts_y), tuple(starts_x),
+                   tuple(core_bounds(starts_y, tile_h, height, multiple)),
+                   tuple(core_bounds(starts_x, tile_w, width, multiple)))
+
+    def __len__(self) -> int:
+        return len(self.starts_y) * len(self.starts_x)
+
+    def tiles(self) -> Iterator[tuple[int, int, tuple[int, int, int, int]]]:
+        """(top, left, core box relative to the tile as (y0, y1, x0, x1)) for every tile."""
+        for (top, (cy0, cy1)), (left, (cx0, cx1)) in itertools.product(
+                zip(self.starts_y, self.cores_y), zip(self.starts_x, self.cores_x)):
+            yield top, left, (cy0 - top, cy1 - top, cx0 - left, cx1 - left)
+
+    def weights(self, top: int, left: int) -> torch.Tensor:
+        wy = blend_window(self.starts_y, self.starts_y.index(top), self.tile_h)
+        wx = blend_window(self.starts_x, self.starts_x.index(left), self.tile_w)
+        return (wy[:, None] * wx[None, :]).float()  # (tile_h, tile_w)
+
+    def weight_sum(self) -> torch.Tensor:
+        """Sum of all tiles' weights at every pixel; separable, so an outer product of two sums."""
+        def total(starts, tile, length):
+            out = torch.zeros(length, dtype=torch.float64)
+            for i, s in enumerate(starts):
+                out[s:s + tile] += blend_window(starts, i, tile)
+            return out
+        return (total(self.starts_y, self.tile_h, self.height)[:, None]
+                * total(self.starts_x, self.tile_w, self.width)[None, :]).float()
+
+
+# ---- options --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TileOptions:
+    """How an image larger than ``tile`` x ``tile`` pixels is translated: tiles of that side, neighbours
+    sharing ``overlap`` pixels, and instance-norm statistics ``exact`` (measured over the tiles, layer by
+    layer) or ``estimate`` (from one pass over a copy downscaled to one tile)."""
+
+    tile: int = DEFAULT_TILE
+    overlap: int = DEFAULT_OVERLAP
+    stats: str = "exact"
+
+    def for_stride(self, multiple: int) -> "TileOptions":
+        """These options checked against a network's stride, the overlap rounded up to it: tile starts
+        and core boundaries must fall on the stride (256 for unet_256)."""
+        if self.tile < 2 * multiple or self.tile % multiple:
+            raise ValueError(f"--tile {self.tile} must be a multiple of {multiple} and at least {2 * multiple}")
+        overlap = max(multiple, -(-self.overlap // multiple) * multiple)
+        if self.overlap < 1 or overlap > self.tile // 2:
+            raise ValueError(f"--overlap {self.overlap} (rounded up to a multiple of {multiple}: {overlap}) must be "
+                             f"positive and at most half the tile ({self.tile // 2})")
+        if self.stats not in TILE_STATS:
+            raise ValueError(f"unknown --tile_stats {self.stats!r}; valid: {', '.join(TILE_STATS)}")
+        return replace(self, overlap=overlap)
+
+    def needs_tiles(self, height: int, width: int) -> bool:
+        return height * width > self.tile * self.tile
+
+# ---- instance norm over the whole image ------------------------------------------------------
+
+def _uses_instance_statistics(layer: nn.Module) -> bool:
+    return isinstance(layer, nn.InstanceNorm2d) and not (layer.track_running_stats and not layer.training)
+
+
+class _StopForward(Exception):
+    """Raised by the measured layer's stand-in and caught by ``run_to_measured_layer``: the layers after
+    it are not needed for its statistics (stopping there halves the cost of exact statistics)."""
+
+
+class GivenStatisticsNorm(nn.Module):
+    """Stands in for one InstanceNorm2d while ``WholeImageInstanceNorm`` is active: normalises with the
+    statistics it is given, or records the statistics of its input."""
+
+    def __init__(self, norm: nn.InstanceNorm2d, index: int, owner: "WholeImageInstanceNorm"):
+        super().__init__()
+        self.norm, self.index, self.owner = norm, index, owner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.owner.normalise(self.index, self.norm, x)
+
+
+class WholeImageInstanceNorm:
+    """While active (``with``), the network's instance-norm layers are replaced by stand-ins that
+    normalise with given whole-image statistics instead of each tile's own; one layer at a time can be
+    measured over tile cores. Leaving the block puts the original layers back."""
+
+    def __init__(self, net: nn.Module):
+        self.layers = [m for m in net.modules() if _uses_instance_statistics(m)]
+        self._places = [(parent, name, self.layers.index(child)) for parent in net.modules()
+                        for name, child in parent.named_children() if any(child is m for m in self.layers)]
+        self.frozen: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: mean, var, each (B, C)
+        self.measure: int | str | None = None  # the layer to measure (the forward stops there), or "all"
+        self.core: tuple[int, int, int, int, int, int] = (1, 1, 0, 0, 0, 0)  # tile_h, tile_w, y0, y1, x0, x1
+        self._sums: list[list[torch.Tensor]] | None = None  # per measured layer: count, sum, sum of squares
+
+    def __bool__(self) -> bool:
+        return bool(self.layers)
+
+    def __enter__(self) -> "WholeImageInstanceNorm":
+        for parent, name, index in self._places:
+            setattr(parent, name, GivenStatisticsNorm(self.layers[index], index, self))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for parent, name, index in self._places:
+            setattr(parent, name, self.layers[index])
+
+    def measured(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Mean and (biased) variance of each measured layer's input over all cores seen."""
+        stats = []
+        for count, total, squares in self._sums:
+            mean = total / count
+            stats.append((mean.float(), (squares / count - mean * mean).clamp_min(0).float()))
+        self._sums = None
+        return stats
+
+    def normalise(self, index: int, layer: nn.InstanceNorm2d, x: torch.Tensor) -> torch.Tensor:
+        """What layer ``index`` computes while active (its stand-in's forward)."""
+        if self.measure == "all":
+            self._record(x, slot=index)
+            return layer(x)
+        if index == self.measure:
+            self._record(x, slot=0)
+            raise _StopForward
+        mean, var = (s.to(x.device)[:, :, None, None] for s in self.frozen[index])
+        y = (x - mean) * torch.rsqrt(var + layer.eps)
+        if layer.affine:
+            y = y * layer.weight[None, :, None, None] + layer.bias[None, :, None, None]
+        return y
+
+    def _record(self, x: torch.Tensor, *, slot: int) -> None:
+        tile_h, tile_w, y0, y1, x0, x1 = self.core
+        sy, sx = tile_h // x.shape[-2], tile_w // x.shape[-1]  # this layer's downsampling
+        core = x[..., y0 // sy:y1 // sy, x0 // sx:x1 // sx]
+        sums = [torch.tensor(float(core.shape[-2] * core.shape[-1]), dtype=torch.float64),
+                core.sum((-2, -1), dtype=torch.float64).cpu(), core.square().sum((-2, -1), dtype=torch.float64).cpu()]
+        if self._sums is None:
+            self._sums = []
+        if slot < len(self._sums):
+            self._sums[slot] = [a + b for a, b in zip(self._sums[slot], sums)]
+        else:
+            self._sums.append(sums)
+
+    def run_to_measured_layer(self, net: nn.Module, tile: torch.Tensor, core: tuple[int, int, int, int, int, int]) -> None:
+        """Run ``net`` on ``tile`` up to the layer being measured, recording its input over ``core``
+        (tile_h, tile_w, y0, y1, x0, x1)."""
+        self.core = core
+        try:
+            net(tile)
+        except _StopForward:
+            pass
+
+    def measure_layers(self, run_parts: Callable[[], None]) -> None:
+        """Measure the layers in order; ``run_parts`` runs the network over every part of the image
+        with ``run_to_measured_layer``. Layer k is measured with layers < k already normalised with
+        their measured statistics, so the result is exact up to tile-border effects."""
+        self.frozen = []
+        for index in range(len(self.layers)):
+            self.measure = index
+            run_parts()
+            self.frozen += self.measured()
+        self.measure = None
+
+    def measure_whole(self, net: nn.Module, x: torch.Tensor) -> None:
+        """Take every layer's statistics from one ordinary pass over all of ``x``."""
+        self.measure, self.core = "all", (x.shape[-2], x.shape[-1], 0, x.shape[-2], 0, x.shape[-1])
+        net(x)
+        self.frozen, self.measure = self.measured(), None
+
+
+# ---- translating tensors -----------------------------------------------------------------------
+
+def _downscaled(x: torch.Tensor, max_pixels: int, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    scale = min(1.0, math.sqrt(max_pixels / (h * w)))
+    size = (max(2 * multiple, round(h * scale / multiple) * multiple), max(2 * multiple, round(w * scale / multiple) * multiple))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def run_tiled(net: nn.Module, x: torch.Tensor, *, options: TileOptions, multiple: int,
+              device: torch.device | None = None, show_progress: bool = False) -> torch.Tensor:
+    """Translate a padded (B, C, H, W) CPU tensor tile by tile; the result stays on the CPU.
+
+    ``options.stats`` says where instance norm takes its whole-image statistics from: ``exact``
+    measures them over the tiles, one layer after another (about as costly as ten passes for
+    resnet_9blocks); ``estimate`` takes them from one pass over a copy downscaled to one tile.
+    """
+    from .tracking import progress
+
+    options = options.for_stride(multiple)
+    device = device or x.device
+    plan = TilePlan.make(x.shape[-2], x.shape[-1], tile=options.tile, overlap=options.overlap, multiple=multiple)
+    norms = WholeImageInstanceNorm(net)
+    measured_passes = len(norms.layers) if options.stats == "exact" else 0
+    bar = progress(None, total=(measured_passes + 1) * len(plan), description=f"tiles of {x.shape[-1]}x{x.shape[-2]}",
+                   enabled=show_progress, unit="tile", leave=False)
+    with norms:
+        if norms and options.stats == "exact":
+            norms.measure_layers(partial(measure_tiles, net, norms, x, plan, device, bar))
+        elif norms:
+            norms.measure_whole(net, _downscaled(x, plan.tile_h * plan.tile_w, multiple).to(device))
+        output: torch.Tensor | None = None
+        for top, left, _ in plan.tiles():
+            y = net(x[..., top:top + plan.tile_h, left:left + plan.tile_w].to(device)).float().cpu()
+            if output is None:
+                output = torch.zeros(x.shape[0], y.shape[1], plan.height, plan.width)
+            output[..., top:top + plan.tile_h, left:left + plan.tile_w] += y * plan.weights(top, left)
+            bar.update(1)
+    bar.close()
+    return output.div_(plan.weight_sum())
+
+
+def measure_tiles(net: nn.Module, norms: WholeImageInstanceNorm, x: torch.Tensor, plan: TilePlan, device, bar) -> None:
+    """One measuring pass: every tile of ``x`` up to the measured layer."""
+    for top, left, core in plan.tiles():
+        norms.run_to_measured_layer(net, x[..., top:top + plan.tile_h, left:left + plan.tile_w].to(device),
+                                    (plan.tile_h, plan.tile_w, *core))
+        bar.update(1)
