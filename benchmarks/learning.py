@@ -56,6 +56,7 @@ from cyclegan.config import build_experiment  # noqa: E402
 from cyclegan.demo import DATA_MARKER, DEMO_OPTIONS, TASKS as DEMO_TASKS, build_demo_dataset, translate_test_crops  # noqa: E402
 from cyclegan.images import find_images, load_image  # noqa: E402
 from cyclegan.metrics import psnr, ssim  # noqa: E402
+from cyclegan.run import fit
 from cyclegan.training import Trainer  # noqa: E402
 
 from analysis import ETCHING, colour_distribution_transfer, colour_mapping_ceiling, periodic_peak  # noqa: E402
@@ -189,7 +190,7 @@ def run_curve(task: str, recipe: str, dataroot: Path, workdir: Path, minutes: fl
     curve = Curve(dataroot, MINUTE_MARKS, minutes)
     curve.record(trainer)  # at 0 minutes
     curve.marks = [m for m in curve.marks if m > 0]
-    trainer.fit(show_progress=False, callback=curve)
+    fit(trainer, show_progress=False, callback=curve)
     if curve.points[-1]["iters"] != trainer.total_iters:
         curve.record(trainer)  # the end of the run (or of the time limit)
     final = load_generator(config.run_dir, "AtoB")  # what translate would use: the EMA when kept
@@ -335,7 +336,7 @@ def single_run_main(args, changes: dict) -> None:
         config = build_experiment({**DEMO_OPTIONS, "dataroot": str(dataroot), "checkpoints_dir": str(runs), "name": "learning",
                                    "max_iters": args.iters, **changes})
         started = time.time()
-        Trainer(config).fit(show_progress=False)
+        fit(Trainer(config), show_progress=False)
         minutes = (time.time() - started) / 60
         held_out = translate_test_crops(load_generator(config.run_dir, "AtoB"), dataroot)
     trained, nothing = mean_scores(held_out), mean_scores(held_out, "real")

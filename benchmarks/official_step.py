@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from cyclegan.image_pool import ImagePool
-from cyclegan.training import CycleGAN, set_requires_grad
+from cyclegan.objective import CycleGAN, set_requires_grad
 
 
 def reference_optimizers(model: CycleGAN, *, lr: float = 2e-4, beta1: float = 0.5,

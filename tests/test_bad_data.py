@@ -15,6 +15,7 @@ from PIL import Image
 from cyclegan import cli
 from cyclegan.checkpoint import LATEST
 from cyclegan.images import ImageReadError, image_problem, scan_images
+from cyclegan.run import fit, make_dataset
 from cyclegan.training import NonFiniteLossError, Trainer
 
 from conftest import write_images
@@ -86,7 +87,7 @@ def test_unusual_modes_are_usable(tmp_path, mode):
 def test_training_skips_bad_images_lists_them_and_says_how_many(tiny_config, dataroot, caplog):
     bad = write_bad_files(dataroot / "trainA")
     trainer = Trainer(tiny_config())
-    dataset = trainer.make_dataset()
+    dataset = make_dataset(trainer)
     assert len(dataset.paths_a) == 3 and all(p.name.startswith("img_") for p in dataset.paths_a)
     listing = (trainer.run_dir / "bad_images.txt").read_text().splitlines()
     assert sorted(line.split("\t")[0] for line in listing) == sorted(str(p) for p in bad)
@@ -97,7 +98,7 @@ def test_training_skips_bad_images_lists_them_and_says_how_many(tiny_config, dat
 def test_training_fails_fast_on_a_bad_image_when_asked(tiny_config, dataroot):
     write_bad_files(dataroot / "trainB")
     with pytest.raises(ImageReadError, match=r"bad image .*trainB/(bomb|empty|page|truncated)"):
-        Trainer(tiny_config(on_bad_image="fail")).make_dataset()
+        make_dataset(Trainer(tiny_config(on_bad_image="fail")))
 
 
 def test_a_domain_of_only_bad_images_is_an_error_before_training(tmp_path, capsys):
@@ -145,7 +146,7 @@ def test_a_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tiny_config
     trainer = Trainer(config)
     poison(trainer, when=4)
     with pytest.raises(NonFiniteLossError, match=r"generator loss became non-finite at iteration 4 .*G_A nan"):
-        trainer.fit(show_progress=False)
+        fit(trainer, show_progress=False)
     saved = (config.run_dir / LATEST).read_bytes()
     from cyclegan.checkpoint import Checkpoint
 
@@ -173,7 +174,7 @@ def test_a_domain_with_a_single_image_is_an_error_before_training(tiny_config, d
     for extra in list((dataroot / "trainB").iterdir())[1:]:
         extra.unlink()
     with pytest.raises(ValueError, match=r"trainB holds a single usable image \(img_000.png\)"):
-        Trainer(tiny_config()).make_dataset()
+        make_dataset(Trainer(tiny_config()))
 
 
 def test_symlink_loops_and_dangling_links_are_not_images(tmp_path):
@@ -258,7 +259,7 @@ def test_16_bit_images_train(tmp_path, tiny_config):
         for i in range(2):
             Image.fromarray(gradient16() + i * 100).save(root / domain / f"{i}.png")
     trainer = Trainer(tiny_config(dataroot=str(root), max_iters=2))
-    trainer.fit(show_progress=False)
+    fit(trainer, show_progress=False)
     assert trainer.total_iters == 2
 
 
@@ -270,7 +271,7 @@ def test_rgba_palette_and_gray_images_train_together(tmp_path, tiny_config):
     write_images(root / "trainB", 2, mode="L", seed=3)
     Image.open(root / "trainB" / "img_000.png").convert("P").save(root / "trainB" / "img_000.png")
     trainer = Trainer(tiny_config(dataroot=str(root), max_iters=2))
-    sample = trainer.make_dataset()[0]
+    sample = make_dataset(trainer)[0]
     assert sample["A"].shape == (3, 32, 32) and sample["B"].shape == (3, 32, 32)
-    trainer.fit(show_progress=False)
+    fit(trainer, show_progress=False)
     assert trainer.total_iters == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cyclegan import cli
 from cyclegan.checkpoint import LATEST
+from cyclegan.run import fit
 from cyclegan.training import Trainer
 
 
@@ -32,7 +33,7 @@ def assert_all_images_load(result: dict, at_least: int) -> None:
 
 
 def test_training_page_shows_plots_and_samples(browser, tiny_config):
-    run = Trainer(tiny_config(display_freq=2)).fit(show_progress=False)
+    run = fit(Trainer(tiny_config(display_freq=2)), show_progress=False)
     result = open_page(browser, run / "index.html")
     assert_all_images_load(result, at_least=5 + 6)
     plots = [src for src, width in result["images"] if src.startswith("plots/") and width > 0]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cyclegan.losses import add_sums, colour_moment_loss, colour_moments, colour_sums
+from cyclegan.run import fit, make_dataset
 from cyclegan.training import Trainer
 
 
@@ -78,8 +79,8 @@ def test_trainer_measures_the_targets_and_logs_the_colour_losses(tiny_config):
     trainer = Trainer(tiny_config(lambda_colour=10.0, global_residual=True, colour_path=8, max_iters=3))
     with pytest.raises(ValueError, match="colour moments"):
         trainer.train_step(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32))
-    dataset = trainer.make_dataset()
-    trainer.fit(dataset, show_progress=False)
+    dataset = make_dataset(trainer)
+    fit(trainer, dataset, show_progress=False)
     images = torch.stack(list(dataset.spread_sample("b", 10_000, trainer.config.train.seed)))
     assert torch.allclose(trainer.colour_targets["b"], colour_moments(colour_sums(images)), atol=1e-6)
     assert len(images) == len(dataset.paths_b)
@@ -93,11 +94,11 @@ def test_trainer_measures_the_targets_and_logs_the_colour_losses(tiny_config):
 def test_resume_is_exact_with_the_colour_loss(tiny_config):
     options = {"lambda_colour": 10.0, "global_residual": True, "colour_path": 8, "pool_size": 3}
     straight = Trainer(tiny_config(**options, max_iters=4))
-    straight.fit(show_progress=False)
+    fit(straight, show_progress=False)
     halves = Trainer(tiny_config(**options, max_iters=2, name="halves"))
-    halves.fit(show_progress=False)
+    fit(halves, show_progress=False)
     resumed = Trainer.resume(halves.run_dir, overrides={"max_iters": 4})
-    resumed.fit(show_progress=False)
+    fit(resumed, show_progress=False)
     for name, net in straight.model.networks().items():
         for key, value in net.state_dict().items():
             assert torch.equal(value, resumed.model.networks()[name].state_dict()[key]), (name, key)

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from PIL import Image
 
 from cyclegan.cli import main
 from cyclegan.demo import PHOTOS, REGIONS, crop_boxes, build_demo_dataset, psnr, score_against_truth, winter_look
+from cyclegan.run import fit
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +63,12 @@ def test_psnr_and_do_nothing_score(demo_data):
     assert score.trained_psnr == score.identity_psnr and 12 < score.identity_psnr < 25
 
 
-def test_demo_command_trains_and_reports(tmp_path, capsys, monkeypatch):
+def test_demo_command_trains_and_reports(tmp_path, caplog, monkeypatch):
+    caplog.set_level(logging.INFO)
     monkeypatch.setattr("cyclegan.demo.build_demo_dataset",
                         lambda root: build_demo_dataset(root, train_per_photo=2, test_per_photo=1))
     assert main(["demo", "--output", str(tmp_path / "d"), "--iters", "3", "--quiet"]) == 0
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "doing nothing" in out and "index.html" in out
     page = (tmp_path / "d" / "index.html").read_text()
     assert page.count("<tr>") == 1 + len(PHOTOS) and "dB" in page
@@ -74,13 +77,14 @@ def test_demo_command_trains_and_reports(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "d" / "results.png").stat().st_size > 0
 
 
-def test_demo_sets_aside_a_run_trained_with_other_options(tmp_path, capsys, monkeypatch):
+def test_demo_sets_aside_a_run_trained_with_other_options(tmp_path, caplog, monkeypatch):
+    caplog.set_level(logging.INFO)
     monkeypatch.setattr("cyclegan.demo.build_demo_dataset",
                         lambda root: build_demo_dataset(root, train_per_photo=2, test_per_photo=1))
     output = tmp_path / "d"
     assert main(["demo", "--output", str(output), "--iters", "2", "--quiet"]) == 0
     assert main(["demo", "--output", str(output), "--iters", "3", "--quiet"]) == 0  # same options: resumed
-    assert "moved it" not in capsys.readouterr().out
+    assert "moved it" not in caplog.text
     assert json.loads((output / "results.json").read_text())["iterations"] == 3
     # a demo run left by an older version, with the old recipe's options
     from cyclegan.config import ExperimentConfig
@@ -93,8 +97,8 @@ def test_demo_sets_aside_a_run_trained_with_other_options(tmp_path, capsys, monk
     import shutil
 
     shutil.rmtree(output / "runs" / "winter")
-    Trainer(stale).fit(show_progress=False)
+    fit(Trainer(stale), show_progress=False)
     assert main(["demo", "--output", str(output), "--iters", "2", "--quiet"]) == 0
-    assert "moved it" in capsys.readouterr().out
+    assert "moved it" in caplog.text
     assert len(list((output / "runs").glob("winter.old-*"))) == 1
     assert Checkpoint(output / "runs" / "winter").config.train.ema_decay == 0.999

@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from cyclegan.checkpoint import Checkpoint
-from cyclegan.training import LOSS_NAMES, Trainer, set_requires_grad
+from cyclegan.objective import LOSS_NAMES, set_requires_grad
+from cyclegan.training import Trainer
 
 from conftest import torch_threads
 

@@ -12,6 +12,8 @@ from cyclegan.metrics import (
     feature_statistics, fid_from_features, frechet_distance, kid_from_features, l1_255, polynomial_mmd2_unbiased,
     psnr, ssim,
 )
+from cyclegan.evaluate import evaluate_latest
+from cyclegan.run import fit
 
 
 def test_psnr_and_l1_by_hand():
@@ -196,7 +198,9 @@ def test_evaluation_during_training_logs_plots_and_keeps_the_best(tmp_path, tiny
     write_images(dataroot / "testA", 2, size=(32, 32), seed=7)
     write_images(dataroot / "testB", 2, size=(32, 32), seed=8)
     trainer = Trainer(tiny_config(eval_freq=1, keep_best="AtoB_cycle_l1_255"))
-    run = trainer.fit(show_progress=False)
+    with pytest.raises(ValueError, match="no evaluate hook"):
+        fit(trainer, show_progress=False)
+    run = fit(trainer, show_progress=False, evaluate=evaluate_latest)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "eval_AtoB_cycle_l1_255" in r]
     assert [r["epoch"] for r in evals] == [1, 2, 3]
@@ -216,4 +220,4 @@ def test_keep_best_of_a_number_the_evaluation_lacks_is_an_error(tmp_path, tiny_c
     write_images(dataroot / "testA", 1, size=(32, 32))
     write_images(dataroot / "testB", 1, size=(32, 32))
     with pytest.raises(ValueError, match="--keep_best AtoB_psnr_db: the evaluation has no such number"):
-        Trainer(tiny_config(eval_freq=1, keep_best="AtoB_psnr_db")).fit(show_progress=False)
+        fit(Trainer(tiny_config(eval_freq=1, keep_best="AtoB_psnr_db")), show_progress=False, evaluate=evaluate_latest)

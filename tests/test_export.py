@@ -9,6 +9,7 @@ from PIL import Image
 
 from cyclegan.checkpoint import load_generator
 from cyclegan.cli import main
+from cyclegan.run import fit
 from cyclegan.training import Trainer
 
 pytestmark = pytest.mark.numerics
@@ -28,7 +29,7 @@ def run(tmp_path_factory):
     write_images(root / "data" / "trainB", 2, seed=2)
     config = build_experiment({**TINY_OPTIONS, "ngf": 8, "dataroot": str(root / "data"), "checkpoints_dir": str(root / "runs"),
                                "name": "tiny", "max_iters": 2, "ema_decay": 0.9})
-    Trainer(config).fit(show_progress=False)
+    fit(Trainer(config), show_progress=False)
     return config.run_dir
 
 

@@ -8,7 +8,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from cyclegan.gallery import line_plot_svg, link, nice_ticks, thin, write_table_page
-from cyclegan.training import LOSS_NAMES, Trainer
+import cyclegan.run
+from cyclegan.run import fit
+from cyclegan.objective import LOSS_NAMES
+from cyclegan.training import Trainer
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -44,7 +47,7 @@ def test_links_are_relative_and_escaped(tmp_path):
 
 def test_training_writes_a_page_with_plots_and_samples_newest_epoch_first(tiny_config):
     trainer = Trainer(tiny_config(display_freq=2, print_freq=1))
-    run = trainer.fit(show_progress=False)
+    run = fit(trainer, show_progress=False)
     page = (run / "index.html").read_text()
     for name in ("gan", "discriminators", "cycle", "identity", "lr"):
         svg = run / "plots" / f"{name}.svg"
@@ -60,22 +63,22 @@ def test_training_writes_a_page_with_plots_and_samples_newest_epoch_first(tiny_c
 
 def test_page_is_refreshed_every_epoch(tiny_config, monkeypatch):
     seen = []
-    original = Trainer.write_page
+    original = cyclegan.run.write_page
 
-    def write_and_read(self):
-        page = original(self)
+    def write_and_read(trainer):
+        page = original(trainer)
         seen.append(re.findall(r"<h2>Epoch (\d+)</h2>", page.read_text()))
         return page
 
-    monkeypatch.setattr(Trainer, "write_page", write_and_read)
-    Trainer(tiny_config(n_epochs=1, n_epochs_decay=1)).fit(show_progress=False)
+    monkeypatch.setattr(cyclegan.run, "write_page", write_and_read)
+    fit(Trainer(tiny_config(n_epochs=1, n_epochs_decay=1)), show_progress=False)
     assert seen == [["1"], ["2", "1"], ["2", "1"]]  # after each epoch, and once more at the end
 
 
 def test_tensorboard_gets_the_losses_and_sample_grids(tiny_config):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
                                             reason="tensorboard is a dev extra; make test installs it")
-    run = Trainer(tiny_config(tensorboard=True, display_freq=2, print_freq=1)).fit(show_progress=False)
+    run = fit(Trainer(tiny_config(tensorboard=True, display_freq=2, print_freq=1)), show_progress=False)
     events = event_accumulator.EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     tags = events.Tags()
@@ -96,4 +99,4 @@ def test_missing_tensorboard_is_a_clear_error(monkeypatch, tiny_config):
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     with pytest.raises(ValueError, match=r"pip install 'cyclegan\[tensorboard\]'"):
-        Trainer(tiny_config(tensorboard=True)).fit(show_progress=False)
+        fit(Trainer(tiny_config(tensorboard=True)), show_progress=False)

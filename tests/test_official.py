@@ -15,6 +15,7 @@ from cyclegan.checkpoint import Checkpoint, CheckpointError, load_generator
 from cyclegan.official import (
     export_official, infer_generator_options, load_official_discriminator, load_official_generator, read_state_dict,
 )
+from cyclegan.run import fit
 
 
 class OfficialResnetBlock(nn.Module):
@@ -191,7 +192,7 @@ def test_an_ema_run_exports_the_generators_it_translates_with(tmp_path, tiny_con
 
     caplog.set_level(logging.INFO)
     config = tiny_config(ema_decay=0.9, max_iters=2)
-    Trainer(config).fit(show_progress=False)
+    fit(Trainer(config), show_progress=False)
     runs = tmp_path / "back"
     x = torch.rand(1, 3, 32, 28) * 2 - 1
     for flags, ema in (([], True), (["--live"], False)):

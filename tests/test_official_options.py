@@ -12,6 +12,7 @@ from PIL import Image
 from cyclegan.data import Preprocess
 from cyclegan.losses import GANLoss, gradient_penalty
 from cyclegan.schedules import Plateau, cosine_factor, linear_factor, step_factor
+from cyclegan.run import fit
 from cyclegan.training import Trainer
 
 
@@ -97,7 +98,7 @@ def test_plateau_policy_cuts_the_lr_after_five_epochs_without_improvement():
 
 def test_trainer_steps_the_plateau_policy_on_the_epochs_mean_cycle_loss(tiny_config):
     trainer = Trainer(tiny_config(lr_policy="plateau", n_epochs=2, n_epochs_decay=0))
-    trainer.fit(show_progress=False)
+    fit(trainer, show_progress=False)
     assert trainer.plateau.best < math.inf and trainer.plateau.bad_epochs in (0, 1)
     resumed = Trainer.resume(trainer.run_dir)
     assert resumed.plateau == trainer.plateau

@@ -10,6 +10,7 @@ from cyclegan.checkpoint import Checkpoint, load_generator
 from cyclegan.cli import main
 from cyclegan.config import RECIPES, ExperimentConfig, build_experiment
 from cyclegan.schedules import cosine_factor, ema_weight, linear_decay, warmup_factor
+from cyclegan.run import fit
 from cyclegan.training import Trainer
 
 
@@ -76,7 +77,7 @@ def test_schedule_factors():
 
 
 def lrs_of_a_run(trainer):
-    records = [json.loads(line) for line in (trainer.fit(show_progress=False) / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (fit(trainer, show_progress=False) / "metrics.jsonl").read_text().splitlines()]
     return [r["lr"] for r in records]
 
 
@@ -96,7 +97,7 @@ def test_cosine_lr_moves_at_every_iteration(tiny_config):
 
 def test_identity_weight_decays_linearly(tiny_config):
     trainer = Trainer(tiny_config(lambda_identity=0.5, lambda_identity_decay_iters=4, max_iters=2))
-    trainer.fit(show_progress=False)
+    fit(trainer, show_progress=False)
     trainer.set_learning_rate()  # as before the next update
     assert trainer.model.lambda_identity == pytest.approx(0.5 * (1 - 2 / 4))
     records = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -120,7 +121,7 @@ def test_ema_follows_the_generator_by_its_weight(tiny_config):
 @pytest.mark.numerics
 def test_translation_uses_the_ema_and_resume_restores_it(tiny_config):
     straight = Trainer(tiny_config(ema_decay=0.99, max_iters=4))
-    straight.fit(show_progress=False)
+    fit(straight, show_progress=False)
     run = straight.run_dir
     ema = load_generator(run, "AtoB")
     live = load_generator(run, "AtoB", ema=False)
@@ -129,9 +130,9 @@ def test_translation_uses_the_ema_and_resume_restores_it(tiny_config):
     assert any(not torch.equal(e, l) for e, l in zip(ema.state_dict().values(), live.state_dict().values()))
 
     halves = Trainer(tiny_config(ema_decay=0.99, max_iters=2, name="halves"))
-    halves.fit(show_progress=False)
+    fit(halves, show_progress=False)
     resumed = Trainer.resume(halves.run_dir, overrides={"max_iters": 4})
-    resumed.fit(show_progress=False)
+    fit(resumed, show_progress=False)
     for name in ("g_ab_ema", "g_ba_ema"):
         for key, value in straight.ema[name].state_dict().items():
             assert torch.equal(value, resumed.ema[name].state_dict()[key]), (name, key)
@@ -140,6 +141,6 @@ def test_translation_uses_the_ema_and_resume_restores_it(tiny_config):
 def test_fit_callback_sees_every_iteration_and_can_stop_the_run(tiny_config):
     seen = []
     trainer = Trainer(tiny_config())
-    trainer.fit(show_progress=False, callback=lambda t: seen.append(t.total_iters) or t.total_iters == 4)
+    fit(trainer, show_progress=False, callback=lambda t: seen.append(t.total_iters) or t.total_iters == 4)
     assert seen == [1, 2, 3, 4] and trainer.total_iters == 4
     assert Checkpoint(trainer.run_dir).info["total_iters"] == 4  # stopped like max_iters: saved, resumable

@@ -15,6 +15,7 @@ pytest.importorskip("fastapi", reason="the serve extra: pip install 'cyclegan[se
 httpx = pytest.importorskip("httpx")
 
 from cyclegan.serve import TranslationService, create_app  # noqa: E402
+from cyclegan.run import fit
 from cyclegan.training import Trainer  # noqa: E402
 
 
@@ -28,7 +29,7 @@ def run(tmp_path_factory):
     write_images(root / "horses" / "trainB", 2, seed=2)
     config = build_experiment({**TINY_OPTIONS, "dataroot": str(root / "horses"), "checkpoints_dir": str(root / "runs"),
                                "name": "tiny", "max_iters": 3})
-    Trainer(config).fit(show_progress=False)
+    fit(Trainer(config), show_progress=False)
     return config.run_dir
 
 

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from cyclegan.checkpoint import Checkpoint
 from cyclegan.config import ExperimentConfig
 from cyclegan.schedules import linear_factor as linear_lr_factor
-from cyclegan.training import LOSS_NAMES, Trainer
+from cyclegan.run import fit
+from cyclegan.objective import LOSS_NAMES
+from cyclegan.training import Trainer
 
 
 def batch(seed=0, n=1, size=32):
@@ -106,7 +108,7 @@ def test_adam_uses_the_configured_lr_and_betas(tiny_config):
 def test_fit_writes_the_run_folder(tiny_config):
     config = tiny_config(display_freq=2, print_freq=2)
     trainer = Trainer(config)
-    run = trainer.fit(show_progress=False)
+    run = fit(trainer, show_progress=False)
     assert json.loads((run / "config.json").read_text())["model"]["ngf"] == 4
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records] == [2, 4, 6, 8]  # 3 epochs of max(3, 2) = 3 images
@@ -138,21 +140,21 @@ def test_resume_is_exact(tiny_config, k):
     # Dropout draws from torch's global RNG, and a pool of 2 fills at once, so both must come back.
     options = dict(no_dropout=False, n_epochs=1, n_epochs_decay=3)
     straight = Trainer(tiny_config(name="straight", max_iters=2 * k, **options))
-    straight.fit(show_progress=False)
+    fit(straight, show_progress=False)
 
     first = Trainer(tiny_config(name="split", max_iters=k, **options))
-    run = first.fit(show_progress=False)
+    run = fit(first, show_progress=False)
     torch.manual_seed(12345)  # whatever happens between the two processes must not matter
     resumed = Trainer.resume(run, overrides={"max_iters": 2 * k})
     assert resumed.total_iters == k
-    resumed.fit(show_progress=False)
+    fit(resumed, show_progress=False)
     assert_same_training_state(straight, resumed)
     metrics = [json.loads(line)["iter"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics == list(range(1, 2 * k + 1))
 
 
 def test_resume_refuses_to_change_the_architecture(tiny_config):
-    run = Trainer(tiny_config(max_iters=1)).fit(show_progress=False)
+    run = fit(Trainer(tiny_config(max_iters=1)), show_progress=False)
     with pytest.raises(ValueError, match="cannot change ngf"):
         Trainer.resume(run, overrides={"ngf": 8})
     assert Trainer.resume(run, overrides={"ngf": 4, "n_epochs": 5}).config.train.n_epochs == 5
@@ -170,7 +172,7 @@ def test_interrupt_saves_a_resumable_checkpoint(tiny_config, monkeypatch):
 
     monkeypatch.setattr(trainer, "train_step_tensors", step_then_interrupt)
     before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the suite runs in the background (nohup, &)
-    run = trainer.fit(show_progress=False)
+    run = fit(trainer, show_progress=False)
     assert trainer.total_iters == 2
     assert Checkpoint(run).info["total_iters"] == 2
     assert signal.getsignal(signal.SIGINT) is before  # the handler fit() installed is taken down again
@@ -197,6 +199,6 @@ def test_default_data_workers_train_without_a_warning_and_say_how_many(tiny_conf
     assert ExperimentConfig().data.num_threads == -1  # auto by default
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)  # a 1-core machine, for us and torch
     caplog.set_level(logging.INFO)
-    Trainer(tiny_config(num_threads=-1, max_iters=1)).fit(show_progress=False)
+    fit(Trainer(tiny_config(num_threads=-1, max_iters=1)), show_progress=False)
     assert "data loading: 1 worker process (--num_threads auto: the official 4, capped at the CPU cores" in caplog.text
     assert not [w for w in recwarn if "worker" in str(w.message)]  # torch warns of more workers than cores

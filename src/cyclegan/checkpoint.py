@@ -28,7 +28,6 @@ from .names import GENERATOR_FOR_DIRECTION
 FORMAT = "cyclegan"
 CHECKPOINT_VERSION = 1
 LATEST = "latest.safetensors"
-NETWORK_NAMES = ("g_ab", "g_ba", "d_a", "d_b")
 EMA_SUFFIX = "_ema"  # g_ab_ema, g_ba_ema: the moving averages of the generators (--ema_decay)
 
 

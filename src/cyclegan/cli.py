@@ -82,6 +82,8 @@ def run_train(args: argparse.Namespace) -> int:
     options = load_config_file(args.config) if args.config else {}
     options.update(given_options(args, TRAIN_ONLY_FLAGS))
     from .distributed import close_distributed, init_distributed
+    from .evaluate import evaluate_latest
+    from .run import fit
     from .training import Trainer
 
     run_dir = _resume_dir(args, options)
@@ -98,7 +100,8 @@ def run_train(args: argparse.Namespace) -> int:
                                f"--resume {config.run_dir}, or choose another --name")
         trainer = Trainer(config, distributed=distributed)
     log.info("training on %s; run folder %s", trainer.device, trainer.run_dir)
-    trainer.fit(show_progress=not args.quiet and distributed.is_main)
+    fit(trainer, show_progress=not args.quiet and distributed.is_main,
+        evaluate=evaluate_latest if trainer.config.train.eval_freq else None)
     close_distributed(distributed)
     log.info("done: checkpoints, metrics.jsonl and samples/ are in %s", trainer.run_dir)
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+log = logging.getLogger(__name__)
 
 DEMO_DATA_VERSION = 2
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "ihc.png",
@@ -245,7 +248,7 @@ def _set_aside_if_stale(config, overrides: dict) -> bool:
         return False
     old = config.run_dir.with_name(f"{config.run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
     config.run_dir.rename(old)
-    print(f"demo: {config.run_dir} was trained with other options (an earlier version's demo); moved it to {old} "
+    log.info(f"demo: {config.run_dir} was trained with other options (an earlier version's demo); moved it to {old} "
           f"and training afresh")
     return True
 
@@ -255,6 +258,7 @@ def run_demo(output: str | Path = "demo", *, iters: int | None = None, show_prog
     from .checkpoint import load_generator
     from .config import build_experiment
     from .images import find_images
+    from .run import fit
     from .training import Trainer
 
     output = Path(output)
@@ -264,7 +268,7 @@ def run_demo(output: str | Path = "demo", *, iters: int | None = None, show_prog
                "name": "winter", "max_iters": iters or 0}
     config = build_experiment(options)
     length = iters or (config.train.n_epochs + config.train.n_epochs_decay) * len(find_images(dataroot / "trainA"))
-    print(f"demo: data in {dataroot}; training with --recipe fast ({length} iterations at 64 px, ngf 16: a generator "
+    log.info(f"demo: data in {dataroot}; training with --recipe fast ({length} iterations at 64 px, ngf 16: a generator "
           f"that starts as the identity, resize-conv upsampling, discriminators without instance norm, no identity "
           f"loss, warm-up + cosine lr, translating with the generator's moving average) and --lambda_colour 3 "
           f"(the generated colours' mean and covariance pulled to domain B's)")
@@ -274,7 +278,7 @@ def run_demo(output: str | Path = "demo", *, iters: int | None = None, show_prog
     else:
         trainer = Trainer(config)
     if trainer.total_iters < length:
-        trainer.fit(show_progress=show_progress)
+        fit(trainer, show_progress=show_progress)
     generator = load_generator(config.run_dir, "AtoB")
     triplets = translate_test_crops(generator, dataroot)
     result = score(triplets)
@@ -284,8 +288,8 @@ def run_demo(output: str | Path = "demo", *, iters: int | None = None, show_prog
               "test_images": result.images, "iterations": trainer.total_iters,
               "minutes": (time.time() - started) / 60, "run": str(config.run_dir)}
     (output / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"demo: PSNR of G_A(a) against the true winter look T(a): {result.trained_psnr:.2f} dB; "
+    log.info(f"demo: PSNR of G_A(a) against the true winter look T(a): {result.trained_psnr:.2f} dB; "
           f"doing nothing: {result.identity_psnr:.2f} dB ({result.images} held-out crops)")
-    print(f"demo: open {page.resolve()} (every held-out crop: input | translated | ground truth; {grid} "
+    log.info(f"demo: open {page.resolve()} (every held-out crop: input | translated | ground truth; {grid} "
           f"holds a few of them in one picture); training plots and samples: {(config.run_dir / 'index.html').resolve()}")
     return result

@@ -8,12 +8,16 @@ trainer only asks "am I rank 0?" and "agree on this flag".
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,26 @@ class Distributed:
     def reduce_device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
 
+    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
+        """``module`` in DistributedDataParallel under torchrun (gradients averaged over the ranks); as is alone."""
+        if not self.enabled:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def own_rank_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """This rank's part of a checkpoint's state (its pools and RNGs): its own when the checkpoint has
+        one per rank, else rank 0's."""
+        ranks = state.get("ranks")
+        if ranks and len(ranks) == self.world_size:
+            return ranks[self.rank]
+        if ranks or self.enabled:
+            log.warning("the checkpoint was written by %d process(es) and %d resume it: every process starts from the "
+                        "pools and RNGs of the first, so the run continues, but not bit for bit",
+                        len(ranks or [0]), self.world_size)
+        return state
+
 
 SINGLE = Distributed()
 
@@ -87,3 +111,12 @@ def close_distributed(context: Distributed) -> None:
 def device_for(context: Distributed, device: str) -> str:
     """Each rank's own GPU under NCCL; the requested device otherwise."""
     return f"cuda:{context.local_rank}" if context.backend == "nccl" else device
+
+
+def sync_batch_norm(model: nn.Module, names: tuple[str, ...], device: torch.device) -> None:
+    """Batch statistics over all ranks, as one process with the whole batch would compute them."""
+    if device.type != "cuda":
+        raise ValueError("--norm batch under torchrun needs SyncBatchNorm, which runs on CUDA only; on CPUs use "
+                         "--norm instance (the CycleGAN default, which needs no synchronisation)")
+    for name in names:
+        setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(model, name)))

@@ -221,3 +221,26 @@ def format_report(report: dict) -> str:
     lines.append("(FID/KID against the real test images of the target domain; L1 in [0, 255] units; "
                  "PSNR, SSIM and L1 against --truth)")
     return "\n".join(lines)
+
+
+def evaluate_latest(trainer) -> dict[str, float]:
+    """The hook ``cyclegan.fit`` runs every --eval_freq epochs: the run's latest checkpoint measured on
+    the test split (FID and KID only when the Inception weights are at hand), as flat numbers; {} when
+    the run has no test split."""
+    import logging
+
+    from .checkpoint import LATEST
+    from .inception import find_weights
+
+    t = trainer.config.train
+    try:
+        find_weights(download=False)
+        fid = True
+    except FileNotFoundError:
+        fid = False  # the cheap metrics only; FID needs the Inception weights at hand
+    try:
+        report = evaluate_run(trainer.run_dir / LATEST, fid=fid, truth=t.eval_truth or None, device=str(trainer.device))
+    except FileNotFoundError as exc:
+        logging.getLogger(__name__).warning("no evaluation at epoch %d: %s", trainer.epoch - 1, exc)
+        return {}
+    return flatten_results(report["results"])

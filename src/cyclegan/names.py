@@ -21,6 +21,8 @@ BAD_IMAGE_POLICIES = ("skip", "fail")  # --on_bad_image
 NONFINITE_POLICIES = ("stop", "skip")  # --on_nonfinite
 PREPROCESS_NAMES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 
+# The four trained networks (a checkpoint may add the generators' moving averages, ``<name>_ema``).
+NETWORK_NAMES = ("g_ab", "g_ba", "d_a", "d_b")
 # A direction names the generator that translates it: AtoB is G_A (g_ab), BtoA is G_B (g_ba).
 GENERATOR_FOR_DIRECTION = {"AtoB": "g_ab", "BtoA": "g_ba"}
 DIRECTIONS = tuple(GENERATOR_FOR_DIRECTION)

@@ -80,3 +80,14 @@ class Plateau:
 
     def load_state_dict(self, state: dict) -> None:
         self.factor, self.best, self.bad_epochs = float(state["factor"]), float(state["best"]), int(state["bad_epochs"])
+
+
+# The lr multiplier of each stateless policy while training ``epoch`` (from 1; fractional within the
+# epoch); linear and step keep the official once-per-epoch steps. plateau is ``Plateau``'s factor.
+LR_FACTORS = {
+    "linear": lambda epoch, *, n_epochs, n_epochs_decay, lr_decay_iters: linear_factor(
+        int(epoch), n_epochs=n_epochs, n_epochs_decay=n_epochs_decay),
+    "step": lambda epoch, *, n_epochs, n_epochs_decay, lr_decay_iters: step_factor(int(epoch), lr_decay_iters=lr_decay_iters),
+    "cosine": lambda epoch, *, n_epochs, n_epochs_decay, lr_decay_iters: cosine_factor(
+        epoch, total_epochs=n_epochs + n_epochs_decay),
+}
