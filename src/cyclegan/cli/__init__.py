@@ -7,53 +7,19 @@ Torch is imported only inside the commands that need it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__
-from .config import SECTIONS, ExperimentConfig, build_experiment, load_config_file
-from .names import DEFAULT_OVERLAP, DEFAULT_TILE, DIRECTIONS, EXPORT_FORMATS, OUTPUT_FORMATS, TILE_STATS
-
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-log = logging.getLogger("cyclegan")
-
-
-class CommandError(Exception):
-    """A problem the user can fix; printed without a traceback."""
-
-
-def add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] = tuple(SECTIONS)) -> None:
-    """One flag per config field; defaults are SUPPRESSed so that only given flags override."""
-    defaults = ExperimentConfig()
-    general = parser.add_argument_group("run")
-    general.add_argument("--name", default=argparse.SUPPRESS,
-                         help=f"name of the run; its folder is checkpoints_dir/name (default: {defaults.name})")
-    general.add_argument("--checkpoints_dir", default=argparse.SUPPRESS,
-                         help=f"where run folders live (default: {defaults.checkpoints_dir})")
-    for section in sections:
-        group = parser.add_argument_group(section)
-        for f in dataclasses.fields(SECTIONS[section]):
-            _add_field_flag(group, f)
-
-
-def _add_field_flag(group, f: dataclasses.Field) -> None:
-    choices = f.metadata.get("choices")
-    help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
-    if isinstance(f.default, bool):
-        group.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
-        return
-    group.add_argument(f"--{f.name}", type=type(f.default), choices=choices, default=argparse.SUPPRESS,
-                       metavar=None if choices else type(f.default).__name__.upper(), help=help_text)
-
-
-def given_options(args: argparse.Namespace, exclude: Sequence[str]) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k not in exclude}
+from .. import __version__
+from ..config import build_experiment, load_config_file
+from ..names import DEFAULT_OVERLAP, DEFAULT_TILE, DIRECTIONS, OUTPUT_FORMATS, TILE_STATS
+from .common import (
+    EXIT_INTERRUPTED, EXIT_USAGE, CommandError, add_config_flags, add_device_flag, given_options, log,
+)
+from .models import add_deploy_parsers, add_official_parsers
 
 
 # ---- train --------------------------------------------------------------------------------
@@ -81,10 +47,10 @@ def add_train_parser(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     options = load_config_file(args.config) if args.config else {}
     options.update(given_options(args, TRAIN_ONLY_FLAGS))
-    from .distributed import close_distributed, init_distributed
-    from .evaluate import evaluate_latest
-    from .run import fit
-    from .training import Trainer
+    from ..distributed import close_distributed, init_distributed
+    from ..evaluate import evaluate_latest
+    from ..run import fit
+    from ..training import Trainer
 
     run_dir = _resume_dir(args, options)
     distributed = init_distributed(options.get("device", "auto"))
@@ -129,7 +95,7 @@ def add_demo_parser(subparsers) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo as demo
+    from ..demo import run_demo as demo
 
     demo(args.output, iters=args.iters, show_progress=not args.quiet)
     return 0
@@ -155,12 +121,8 @@ def add_inference_flags(p: argparse.ArgumentParser, *, checkpoint_required: bool
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def add_device_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N; replaces the official --gpu_ids (default: auto)")
-
-
 def tile_options(args: argparse.Namespace):
-    from .tiling import TileOptions
+    from ..tiling import TileOptions
 
     return TileOptions(tile=args.tile, overlap=args.overlap, stats=args.tile_stats)
 
@@ -194,7 +156,7 @@ def add_translate_parser(subparsers) -> None:
 
 
 def run_translate(args: argparse.Namespace) -> int:
-    from .translate import Resize, plan_outputs
+    from ..translate import Resize, plan_outputs
 
     if args.resize and args.load_size:
         raise CommandError("give --resize or --load_size, not both")
@@ -212,7 +174,7 @@ def run_translate(args: argparse.Namespace) -> int:
 
 
 def _translator(args: argparse.Namespace, resize):
-    from .translate import Translator
+    from ..translate import Translator
 
     if (args.checkpoint is None) == (args.onnx is None):
         raise CommandError("give --checkpoint RUN_OR_FILE or --onnx FILE (one of them)")
@@ -220,7 +182,7 @@ def _translator(args: argparse.Namespace, resize):
                 "show_progress": not args.quiet}
     if args.checkpoint is not None:
         return Translator.from_checkpoint(args.checkpoint, args.direction, **settings)
-    from .export import OnnxGenerator
+    from ..export import OnnxGenerator
 
     generator = OnnxGenerator(args.onnx)
     exported = generator.metadata.get("direction")
@@ -249,7 +211,7 @@ def add_test_parser(subparsers) -> None:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from .heldout import run_test as test
+    from ..heldout import run_test as test
 
     page = test(args.checkpoint, dataroot=args.dataroot, output=args.output, max_images=args.max_images,
                 batch_size=args.batch_size, device=args.device, show_progress=not args.quiet, tiles=tile_options(args))
@@ -295,8 +257,8 @@ def add_fid_parser(subparsers) -> None:
 
 
 def run_fid(args: argparse.Namespace) -> int:
-    from .devices import pick_device
-    from .evaluate import fid_between_folders
+    from ..devices import pick_device
+    from ..evaluate import fid_between_folders
 
     result = fid_between_folders(args.dir_a, args.dir_b, inception_weights=args.inception_weights,
                                  cache_dir=args.feature_cache, device=pick_device(args.device))
@@ -306,7 +268,7 @@ def run_fid(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run, format_report
+    from ..evaluate import evaluate_run, format_report
 
     report = evaluate_run(args.checkpoint, dataroot=args.dataroot, direction=args.direction, truth=args.truth,
                           max_images=args.max_images, show_progress=not args.quiet, fid=not args.no_fid,
@@ -314,126 +276,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
                           device=args.device, tiles=tile_options(args))
     print(format_report(report))
     log.info("all numbers and the protocol: %s", report["path"])
-    return 0
-
-
-# ---- the official code's weights, and its datasets and model zoo --------------------------------
-
-def add_official_parsers(subparsers) -> None:
-    p = subparsers.add_parser(
-        "import-official", help="turn official .pth weights into a cyclegan checkpoint",
-        description="Read an official run folder (<epoch>_net_G_A.pth, G_B, D_A, D_B) or one generator file "
-                    "(a pretrained latest_net_G.pth) with weights_only=True and write checkpoints_dir/NAME/"
-                    "latest.safetensors, ready for translate and test. Give the architecture flags the official "
-                    "run used (its train_opt.txt lists them).")
-    p.add_argument("source", type=Path, metavar="SRC_DIR_OR_FILE")
-    p.add_argument("--epoch", default="latest", help="which official files: <epoch>_net_*.pth (default: latest)")
-    p.add_argument("--direction", choices=DIRECTIONS, default="AtoB",
-                   help="a single generator file translates A to B (stored as G_A) or B to A (G_B) (default: AtoB)")
-    add_config_flags(p, sections=("model",))
-    p.set_defaults(handler=run_import_official)
-
-    p = subparsers.add_parser("export-official", help="write a checkpoint's networks as official .pth files",
-                              description="Write <epoch>_net_G_A.pth, G_B, D_A, D_B (plain state dicts in the official "
-                                          "key layout) for the official code or tools built on it.")
-    p.add_argument("run", type=Path, metavar="RUN_OR_FILE")
-    p.add_argument("destination", type=Path, metavar="DST_DIR")
-    p.add_argument("--epoch", default="latest", help="file name prefix (default: latest)")
-    p.add_argument("--live", action="store_true",
-                   help="write the trained generator weights instead of their moving average (a run with "
-                        "--ema_decay keeps both; translate and test use the average, and so does this by default)")
-    p.set_defaults(handler=run_export_official)
-
-    p = subparsers.add_parser("download", help="download an official dataset or pretrained model",
-                              description="Download with a progress bar, resuming an interrupted download; files are "
-                                          "verified before they are put in place. Replaces the official "
-                                          "download_cyclegan_dataset.sh and download_cyclegan_model.sh.")
-    p.add_argument("kind", choices=("dataset", "model"))
-    p.add_argument("name", help="dataset: apple2orange, horse2zebra, ... ; model: horse2zebra, style_monet, ...")
-    p.add_argument("--to", type=Path, default=None, help="folder to put it in (default: datasets/ or checkpoints/)")
-    p.add_argument("--url", default=None, help="base URL of a mirror (or set CYCLEGAN_DATASET_URL / CYCLEGAN_MODEL_URL)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=run_download)
-
-
-def run_import_official(args: argparse.Namespace) -> int:
-    from .official import import_official
-
-    options = given_options(args, ("command", "handler", "verbose", "source", "epoch", "direction"))
-    path = import_official(args.source, options, epoch=args.epoch, direction=args.direction)
-    log.info("wrote %s; translate with: cyclegan translate --checkpoint %s INPUT --output DIR", path, path.parent)
-    return 0
-
-
-def run_export_official(args: argparse.Namespace) -> int:
-    from .checkpoint import EMA_SUFFIX
-    from .official import export_official
-
-    for path, network in export_official(args.run, args.destination, epoch=args.epoch, ema=not args.live).items():
-        kind = " (the moving average of the generator weights)" if network.endswith(EMA_SUFFIX) else ""
-        log.info("wrote %s from %s%s", path, network, kind)
-    return 0
-
-
-def run_download(args: argparse.Namespace) -> int:
-    from .download import DownloadError, download_dataset, download_model
-
-    try:
-        if args.kind == "dataset":
-            path = download_dataset(args.name, to=args.to or Path("datasets"), url=args.url, show_progress=not args.quiet)
-            log.info("dataset in %s; train with: cyclegan train --dataroot %s --name %s", path, path, args.name)
-        else:
-            path = download_model(args.name, to=args.to or Path("checkpoints"), url=args.url, show_progress=not args.quiet)
-            log.info("model in %s; translate with: cyclegan translate --checkpoint %s INPUT --output DIR", path, path)
-    except DownloadError as exc:
-        raise CommandError(str(exc)) from None
-    return 0
-
-
-# ---- deployment: export and serve ----------------------------------------------------------
-
-def add_deploy_parsers(subparsers) -> None:
-    p = subparsers.add_parser("export", help="export a generator as ONNX or TorchScript for deployment",
-                              description="Write one generator (the moving average when the run kept one) as an ONNX "
-                                          "file (for onnxruntime; needs pip install 'cyclegan[export]') or a TorchScript "
-                                          "file, taking any batch size, height and width (multiples of the network's "
-                                          "stride, 4 for the ResNet generators), inputs in [-1, 1], NCHW.")
-    p.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_OR_FILE")
-    p.add_argument("--direction", choices=DIRECTIONS, default="AtoB", help="which generator (default: AtoB)")
-    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="(default: onnx)")
-    p.add_argument("--output", type=Path, required=True, metavar="FILE")
-    p.set_defaults(handler=run_export)
-
-    p = subparsers.add_parser("serve", help="a web page and an HTTP API that translate uploaded images",
-                              description="Serve a page where a person uploads or drops an image and sees it translated, "
-                                          "and POST /api/translate (multipart field 'file', optional 'direction'; "
-                                          "returns the PNG), GET /api/health, GET /api/model. Needs pip install "
-                                          "'cyclegan[serve]'. The model translates one image at a time; other "
-                                          "requests wait their turn.")
-    p.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_OR_FILE")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="(default: 8000)")
-    p.add_argument("--max_upload_mb", type=float, default=20.0, help="larger uploads get 413 (default: 20)")
-    p.add_argument("--max_pixels", type=int, default=16_000_000, help="images with more pixels get 413 (default: 16000000)")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile size for large images (default: {DEFAULT_TILE})")
-    add_device_flag(p)
-    p.set_defaults(handler=run_serve)
-
-
-def run_export(args: argparse.Namespace) -> int:
-    from .export import export_generator
-
-    path = export_generator(args.checkpoint, args.output, direction=args.direction, fmt=args.format)
-    log.info("wrote %s (%s, %s)", path, args.format, args.direction)
-    return 0
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    from .serve import serve
-    from .tiling import TileOptions
-
-    serve(args.checkpoint, host=args.host, port=args.port, device=args.device, max_upload_mb=args.max_upload_mb,
-          max_pixels=args.max_pixels, tiles=TileOptions(tile=args.tile))
     return 0
 
 

@@ -1,0 +1,52 @@
+"""What every subcommand module shares: the errors it raises, flags generated from the config
+dataclasses, and the device flag."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from typing import Any, Sequence
+
+from ..config import SECTIONS, ExperimentConfig
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("cyclegan")
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] = tuple(SECTIONS)) -> None:
+    """One flag per config field; defaults are SUPPRESSed so that only given flags override."""
+    defaults = ExperimentConfig()
+    general = parser.add_argument_group("run")
+    general.add_argument("--name", default=argparse.SUPPRESS,
+                         help=f"name of the run; its folder is checkpoints_dir/name (default: {defaults.name})")
+    general.add_argument("--checkpoints_dir", default=argparse.SUPPRESS,
+                         help=f"where run folders live (default: {defaults.checkpoints_dir})")
+    for section in sections:
+        group = parser.add_argument_group(section)
+        for f in dataclasses.fields(SECTIONS[section]):
+            _add_field_flag(group, f)
+
+
+def _add_field_flag(group, f: dataclasses.Field) -> None:
+    choices = f.metadata.get("choices")
+    help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
+    if isinstance(f.default, bool):
+        group.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        return
+    group.add_argument(f"--{f.name}", type=type(f.default), choices=choices, default=argparse.SUPPRESS,
+                       metavar=None if choices else type(f.default).__name__.upper(), help=help_text)
+
+
+def given_options(args: argparse.Namespace, exclude: Sequence[str]) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k not in exclude}
+
+
+def add_device_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N; replaces the official --gpu_ids (default: auto)")
