@@ -196,10 +196,6 @@ def score(triplets: list[HeldOut]) -> DemoScore:
     return DemoScore(float(np.mean(trained)), float(np.mean(identity)), len(triplets))
 
 
-def score_against_truth(generator, dataroot: str | Path) -> DemoScore:
-    return score(translate_test_crops(generator, dataroot))
-
-
 def save_comparison(triplets: list[HeldOut], path: Path, *, count: int = 8) -> Path:
     """A grid with one test crop per row: input a, G(a), ground truth T(a), shown at twice the size."""
     from .tracking import image_grid
