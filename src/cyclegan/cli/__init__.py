@@ -228,7 +228,7 @@ def add_evaluate_parser(subparsers) -> None:
                     "the target domain's real test images, the cycle-consistency L1 and, with --truth, PSNR, SSIM and "
                     "L1 against ground truth. Writes RUN/eval_<epoch>.json with every number and the protocol.")
     add_test_split_flags(p)
-    p.add_argument("--direction", choices=("both", "AtoB", "BtoA"), default="both", help="(default: both)")
+    p.add_argument("--direction", choices=("both", *DIRECTIONS), default="both", help="(default: both)")
     p.add_argument("--truth", type=Path, default=None, metavar="DIR",
                    help="ground truth named like the inputs, for AtoB (or BtoA when it is the only direction)")
     add_fid_flags(p)
