@@ -56,7 +56,7 @@ from cyclegan.config import build_experiment  # noqa: E402
 from cyclegan.demo import DATA_MARKER, DEMO_OPTIONS, TASKS as DEMO_TASKS, build_demo_dataset, translate_test_crops  # noqa: E402
 from cyclegan.images import find_images, load_image  # noqa: E402
 from cyclegan.metrics import psnr, ssim  # noqa: E402
-from cyclegan.run import fit
+from cyclegan.run import fit  # noqa: E402
 from cyclegan.training import Trainer  # noqa: E402
 
 from analysis import ETCHING, colour_distribution_transfer, colour_mapping_ceiling, periodic_peak  # noqa: E402
