@@ -60,6 +60,7 @@ from cyclegan.run import fit  # noqa: E402
 from cyclegan.training import Trainer  # noqa: E402
 
 from analysis import ETCHING, colour_distribution_transfer, colour_mapping_ceiling, periodic_peak  # noqa: E402
+from machine import describe_machine  # noqa: E402
 
 TASKS = {**DEMO_TASKS, ETCHING.name: ETCHING}
 
@@ -361,6 +362,7 @@ def main() -> None:
     parser.add_argument("--shared_content", action="store_true", help="trainB = the transform of trainA's own crops")
     args = parser.parse_args()
     changes = dict(item.partition("=")[::2] for item in args.option)
+    print(describe_machine(), flush=True)
     if args.from_json:
         replot_main(args)
     else:

@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+from machine import describe_machine
+
 WORK = """
 import time, torch
 from cyclegan.config import ModelConfig
@@ -36,6 +38,7 @@ def run(policy: str, copies: int, iters: int) -> list[float]:
 
 
 def main() -> None:
+    print(describe_machine(), flush=True)
     iters = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     results = {}
     for policy in ("PASSIVE", "ACTIVE"):

@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from cyclegan.config import build_experiment  # noqa: E402
 from cyclegan.image_pool import ImagePool  # noqa: E402
 from cyclegan.training import Trainer  # noqa: E402
+from machine import describe_machine  # noqa: E402
 from official_step import reference_optimizers, reference_step  # noqa: E402
 
 SIZES = {"full": [(128, "resnet_6blocks"), (256, "resnet_9blocks")], "quick": [(64, "resnet_6blocks")]}
@@ -127,6 +128,7 @@ def main() -> None:
                         help="a trainer option, e.g. memory_format=channels_last, compile=true, fused_adam=false")
     parser.add_argument("--json", action="store_true", help="one JSON object per size instead of the table")
     args = parser.parse_args()
+    print(describe_machine(), flush=True)
     for size, netG in SIZES["quick" if args.quick else "full"]:
         result = bench_size(size, netG, args.rounds, parse_options(args.option))
         print(json.dumps(result) if args.json else report(result), flush=True)

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from machine import describe_machine
+
 VARIANTS = {
     # name: (width, height, tile, statistics)
     "whole_1024x768": (1024, 768, 1024, "exact"),
@@ -67,6 +69,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.ngf)))
         return
+    print(describe_machine(), flush=True)
     names = ["whole_1024x768", "tiles512_1024x768_estimate", "tiles512_1024x768_exact", "tiled_4000x3000_estimate"]
     if args.exact:
         names.append("tiled_4000x3000_exact")

@@ -31,6 +31,8 @@ from cyclegan.images import to_image, to_tensor  # noqa: E402
 from cyclegan.models import build_generator  # noqa: E402
 from cyclegan.translate import Translator, plan_outputs  # noqa: E402
 
+from machine import describe_machine  # noqa: E402
+
 
 def make_images(folder: Path, count: int, size: tuple[int, int]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
@@ -54,6 +56,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=None, help="default: the translator's (1 on a CPU)")
     args = parser.parse_args()
+    print(describe_machine(), flush=True)
     torch.manual_seed(0)
     net = build_generator(ModelConfig(netG="resnet_9blocks", ngf=args.ngf)).eval()
     translator = Translator(net, device="cpu")
