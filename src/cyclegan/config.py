@@ -175,9 +175,10 @@ class TrainConfig:
         "stop", "when a loss becomes NaN or infinite: stop = stop at once, leaving RUN/latest.safetensors as the last "
         "good checkpoint; skip = skip that update and go on", choices=NONFINITE_POLICIES)
     precision: str = option(
-        "fp32", "fp32; bf16 or fp16 autocast (fp16 with a gradient scaler, CUDA only). bf16 is refused on a CPU "
-        "without native bf16 (no avx512_bf16 / amx_bf16), where it is emulated and slower, unless "
-        "--allow_emulated_precision", choices=PRECISIONS)
+        "fp32", "fp32 (the paper recipe: the official math); bf16 or fp16 autocast (fp16 with a gradient scaler, CUDA "
+        "only); auto = bf16 where the hardware does it natively (CPU flags avx512_bf16 or amx_bf16, or a CUDA device "
+        "with bf16), else fp32, and the start-up log says which. bf16 is refused on a CPU without native bf16, where it "
+        "is emulated and slower, unless --allow_emulated_precision", choices=PRECISIONS)
     allow_emulated_precision: bool = option(False, "let --precision bf16 run on a CPU that only emulates it")
     memory_format: str = option(
         "auto", "tensor layout of the networks: auto = channels_last on CUDA, contiguous on CPU (channels_last "

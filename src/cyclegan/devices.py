@@ -61,15 +61,37 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether ``device`` computes bf16 natively (else autocast emulates it, slower than fp32), and why."""
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+        return native, f"{torch.cuda.get_device_name(device)} {'supports' if native else 'lacks'} bf16"
+    forced = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    if forced in ("default", "avx2"):
+        return False, f"ATEN_CPU_CAPABILITY={forced} forces kernels without bf16"
+    found = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    return (True, f"this CPU has {' and '.join(found)}") if found else (False, "this CPU has no avx512_bf16 or amx_bf16")
+
+
+def resolve_precision(device: torch.device, choice: str) -> tuple[str, str]:
+    """(fp32 | bf16 | fp16, why): ``auto`` is bf16 where ``device`` does it natively, fp32 elsewhere."""
+    if choice != "auto":
+        return choice, f"--precision {choice}"
+    native, why = native_bf16(device)
+    return ("bf16" if native else "fp32"), f"--precision auto: {why}"
+
+
 def check_precision(device: torch.device, precision: str, *, allow_emulated: bool = False) -> None:
     """Refuse a precision that this device would only emulate (slower than fp32), unless allowed."""
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("--precision fp16 needs a CUDA device (its gradient scaler and fast kernels are CUDA's); "
                          "use fp32 or bf16 on a CPU")
-    if precision == "bf16" and device.type == "cpu" and not allow_emulated and not {"avx512_bf16", "amx_bf16"} & cpu_flags():
-        raise ValueError("--precision bf16: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 flag), so autocast "
-                         "would emulate it and train slower than fp32 (measured 0.43-0.58x); use --precision fp32, or "
-                         "--allow_emulated_precision to run it anyway")
+    if precision == "bf16" and device.type == "cpu" and not allow_emulated:
+        native, why = native_bf16(device)
+        if not native:
+            raise ValueError(f"--precision bf16: no native bf16 ({why}), so autocast would emulate it and train "
+                             f"slower than fp32 (README: Performance); use --precision fp32 or auto, or "
+                             f"--allow_emulated_precision to run it anyway")
 
 
 def autocast(device: torch.device, precision: str):

@@ -28,7 +28,7 @@ GENERATOR_FOR_DIRECTION = {"AtoB": "g_ab", "BtoA": "g_ba"}
 DIRECTIONS = tuple(GENERATOR_FOR_DIRECTION)
 
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 # Translation: tiles bound memory (a resnet_9blocks tile of 1024 px stays near 1 GiB in fp32).

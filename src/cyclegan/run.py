@@ -111,6 +111,7 @@ class _Loop:
         log.info("run folder %s: %d images per epoch, epoch %d of %d, iteration %d",
                  trainer.run_dir, len(dataset), trainer.epoch, trainer.total_epochs, trainer.total_iters)
         if trainer.dist.is_main:
+            log.info("precision: %s (%s)", trainer.precision, trainer.precision_reason)
             log.info("%s", describe_data_workers(trainer.config.data.num_threads))
         if trainer.dist.enabled and trainer.dist.is_main:
             t = trainer.config.train

@@ -23,7 +23,7 @@ from torch import nn
 from .checkpoint import EMA_SUFFIX, LATEST, Checkpoint, save_checkpoint
 from .config import ExperimentConfig, build_experiment
 from .data import UnpairedDataset
-from .devices import autocast, check_precision, memory_format, pick_device
+from .devices import autocast, check_precision, memory_format, pick_device, resolve_precision
 from .distributed import SINGLE, Distributed, device_for, sync_batch_norm
 from .image_pool import ImagePool
 from .losses import ColourSums, add_sums, colour_moments, colour_sums
@@ -107,7 +107,9 @@ class Trainer:
             raise ValueError("--gan_mode wgangp is not supported under torchrun: its gradient penalty differentiates "
                              "through the discriminator inside the forward, which DistributedDataParallel does not "
                              "support; train it in one process")
-        check_precision(self.device, t.precision, allow_emulated=t.allow_emulated_precision)
+        # --precision auto is resolved here, once; precision_reason is what the start-up line says.
+        self.precision, self.precision_reason = resolve_precision(self.device, t.precision)
+        check_precision(self.device, self.precision, allow_emulated=t.allow_emulated_precision)
         self.memory_format = memory_format(self.device, t.memory_format)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest kernels once
@@ -121,7 +123,7 @@ class Trainer:
                     for name in ("g_ab", "g_ba")} if t.ema_decay > 0 else {}
         self.opt_g = self._adam(itertools.chain(self.model.g_ab.parameters(), self.model.g_ba.parameters()))
         self.opt_d = self._adam(itertools.chain(self.model.d_a.parameters(), self.model.d_b.parameters()))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         if t.compile:
             for net in self.model.networks().values():
                 net.compile()  # in place: state_dict keys stay unprefixed
@@ -185,7 +187,7 @@ class Trainer:
         discriminators = [self.model.d_a, self.model.d_b]
         set_requires_grad(discriminators, False)
         self.opt_g.zero_grad(set_to_none=True)
-        with autocast(self.device, self.config.train.precision):
+        with autocast(self.device, self.precision):
             images, losses = self.g_side(real_a, real_b, self._colour_inputs())
         total = sum(losses.values())
         self.scaler.scale(total).backward()
@@ -218,7 +220,7 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         fake_b = self.pool_b.query(images["fake_b"])
         fake_a = self.pool_a.query(images["fake_a"])
-        with autocast(self.device, self.config.train.precision):
+        with autocast(self.device, self.precision):
             losses = self.d_side(images["real_a"], images["real_b"], fake_a, fake_b)
         total = losses["D_A"] + losses["D_B"]
         self.scaler.scale(total).backward()
