@@ -52,10 +52,17 @@ def machine_busy_seconds() -> float:
         return 0.0
 
 
-def timed(fn) -> tuple[float, float]:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # CUDA runs asynchronously: time the work, not its launch
+
+
+def timed(fn, device: torch.device) -> tuple[float, float]:
     """(wall seconds, CPU seconds other processes used meanwhile, as a share of the wall time)."""
+    synchronize(device)
     wall, own, busy = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
     fn()
+    synchronize(device)
     wall, own, busy = time.perf_counter() - wall, cpu_seconds() - own, machine_busy_seconds() - busy
     return wall, max(0.0, busy - own) / wall
 
@@ -68,14 +75,15 @@ def parse_options(items: list[str]) -> dict:
     return options
 
 
-def bench_size(size: int, netG: str, rounds: int, options: dict) -> dict:
+def bench_size(size: int, netG: str, rounds: int, options: dict, device: str = "cpu") -> dict:
     config = build_experiment({"netG": netG, "crop_size": size, "load_size": size, "dataroot": "unused", **options})
-    trainer = Trainer(config, device="cpu")
+    trainer = Trainer(config, device=device)
     reference = copy.deepcopy(trainer.model).to(memory_format=torch.contiguous_format)
     opt_g, opt_d = reference_optimizers(reference)
     pools = ImagePool(50, torch.Generator().manual_seed(1)), ImagePool(50, torch.Generator().manual_seed(2))
     torch.manual_seed(0)
     batches = [(torch.rand(1, 3, size, size) * 2 - 1, torch.rand(1, 3, size, size) * 2 - 1) for _ in range(rounds + 1)]
+    batches = [(a.to(trainer.device), b.to(trainer.device)) for a, b in batches]
     steps = {"reference": lambda a, b: reference_step(reference, opt_g, opt_d, *pools, a, b),
              "trainer": lambda a, b: trainer.train_step(a, b)}
     with FlopCounterMode(display=False) as counter:
@@ -83,18 +91,19 @@ def bench_size(size: int, netG: str, rounds: int, options: dict) -> dict:
     flops = counter.get_total_flops()
     started = time.perf_counter()
     steps["trainer"](*batches[0])  # warm-up (and, with compile=true, the compilation)
+    synchronize(trainer.device)
     first_trainer_step = time.perf_counter() - started
     times: dict[str, list[float]] = {"reference": [], "trainer": []}
     busy_rounds = 0
     for r, (a, b) in enumerate(batches[1:]):
         order = ("reference", "trainer") if r % 2 == 0 else ("trainer", "reference")
         for name in order:
-            wall, others = timed(lambda: steps[name](a, b))
+            wall, others = timed(lambda: steps[name](a, b), trainer.device)
             times[name].append(wall)
             busy_rounds += others > 0.2  # other processes used over a fifth of a core meanwhile
     ratios = [ref / fast for ref, fast in zip(times["reference"], times["trainer"])]
     return {
-        "size": size, "netG": netG, "options": options, "threads": torch.get_num_threads(),
+        "size": size, "netG": netG, "options": options, "threads": torch.get_num_threads(), "device": str(trainer.device),
         "gflop_per_iter": flops / 1e9, "first_trainer_step_s": first_trainer_step,
         **{f"{name}_s": {"median": statistics.median(t), "min": min(t), "max": max(t)} for name, t in times.items()},
         "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
@@ -106,7 +115,7 @@ def bench_size(size: int, netG: str, rounds: int, options: dict) -> dict:
 
 def report(r: dict) -> str:
     ref, fast = r["reference_s"], r["trainer_s"]
-    lines = [f"{r['size']} px {r['netG']} ({r['gflop_per_iter']:.0f} GFLOP/iter, {r['threads']} threads, "
+    lines = [f"{r['size']} px {r['netG']} on {r['device']} ({r['gflop_per_iter']:.0f} GFLOP/iter, {r['threads']} threads, "
              f"options {r['options'] or 'defaults'})",
              f"  reference {ref['median']:.2f} s/iter (min {ref['min']:.2f}, max {ref['max']:.2f}), "
              f"{r['gflops']['reference']:.0f} GFLOP/s",
@@ -127,10 +136,11 @@ def main() -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a trainer option, e.g. memory_format=channels_last, compile=true, fused_adam=false")
     parser.add_argument("--json", action="store_true", help="one JSON object per size instead of the table")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N; the reference runs there too")
     args = parser.parse_args()
     print(describe_machine(), flush=True)
     for size, netG in SIZES["quick" if args.quick else "full"]:
-        result = bench_size(size, netG, args.rounds, parse_options(args.option))
+        result = bench_size(size, netG, args.rounds, parse_options(args.option), args.device)
         print(json.dumps(result) if args.json else report(result), flush=True)
 
 

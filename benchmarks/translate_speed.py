@@ -42,11 +42,11 @@ def make_images(folder: Path, count: int, size: tuple[int, int]) -> Path:
     return folder
 
 
-def eager_loop(net, sources: list[Path], out: Path) -> None:
+def eager_loop(net, sources: list[Path], out: Path, device: torch.device) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         for path in sources:
-            x = to_tensor(Image.open(path).convert("RGB")).unsqueeze(0)
+            x = to_tensor(Image.open(path).convert("RGB")).unsqueeze(0).to(device)
             to_image(net(x)[0]).save(out / path.name)
 
 
@@ -55,17 +55,18 @@ def main() -> None:
     parser.add_argument("--ngf", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=None, help="default: the translator's (1 on a CPU)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = parser.parse_args()
     print(describe_machine(), flush=True)
     torch.manual_seed(0)
     net = build_generator(ModelConfig(netG="resnet_9blocks", ngf=args.ngf)).eval()
-    translator = Translator(net, device="cpu")
+    translator = Translator(net, device=args.device)  # moves net there too: the eager loop runs on the same device
     with tempfile.TemporaryDirectory() as tmp:
         for count, size in ((16, (256, 256)), (2, (1024, 768))):
             folder = make_images(Path(tmp) / f"in_{size[0]}x{size[1]}", count, size)
             sources = sorted(folder.glob("*.png"))
             jobs = plan_outputs([folder], Path(tmp) / "out_translate")
-            eager_loop(net, sources[:1], Path(tmp) / "warm")  # warm-up
+            eager_loop(net, sources[:1], Path(tmp) / "warm", translator.device)  # warm-up
             times = {"eager loop": [], "translate": []}
             for r in range(args.rounds):
                 for name in (("eager loop", "translate") if r % 2 == 0 else ("translate", "eager loop")):
@@ -73,7 +74,7 @@ def main() -> None:
                     if name == "translate":
                         translator.translate_files(jobs, batch_size=args.batch_size)
                     else:
-                        eager_loop(net, sources, Path(tmp) / "out_eager")
+                        eager_loop(net, sources, Path(tmp) / "out_eager", translator.device)
                     times[name].append(time.perf_counter() - started)
             ratios = [e / t for e, t in zip(times["eager loop"], times["translate"])]
             print(f"{count} images of {size[0]}x{size[1]}, resnet_9blocks ngf {args.ngf}, "
