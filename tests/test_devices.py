@@ -50,3 +50,12 @@ def test_the_trainer_resolves_auto_once_and_the_start_up_log_says_why(tiny_confi
     assert f"precision: {trainer.precision} (--precision auto: {expected})" in caplog.text
     assert trainer.model.g_ab.stem[1].weight.dtype == torch.float32  # autocast keeps fp32 master weights
     assert trainer.config.train.precision == "auto"  # the saved config keeps the choice, not its outcome
+
+
+def test_compile_with_bf16_on_a_cpu_is_refused_and_auto_falls_back_to_fp32(tiny_config, monkeypatch):
+    monkeypatch.setattr("cyclegan.devices.cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    with pytest.raises(ValueError, match="--compile with bf16 on a CPU gives non-finite generator gradients"):
+        Trainer(tiny_config(compile=True, precision="bf16"), device="cpu")
+    trainer = Trainer(tiny_config(compile=True, precision="auto"), device="cpu")  # compiles lazily: nothing runs here
+    assert trainer.precision == "fp32" and "but --compile with bf16 on a CPU" in trainer.precision_reason

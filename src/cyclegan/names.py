@@ -39,6 +39,9 @@ TILE_STATS = ("exact", "estimate")
 OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
 
 EXPORT_FORMATS = ("onnx", "torchscript")
+# Inference engines: auto = OpenVINO when installed, else PyTorch.
+ENGINES = ("auto", "torch", "openvino", "onnxruntime")
+TRANSLATE_PRECISIONS = ("fp32", "bf16")  # bf16 on the OpenVINO engine only
 
 
 def other_direction(direction: str) -> str:

@@ -76,11 +76,15 @@ class Translator:
 
     def __init__(self, generator: nn.Module, *, in_channels: int = 3, device: str | torch.device | None = None,
                  tiles: TileOptions = TileOptions(), resize: Resize | None = None, on_bad_image: str = "fail",
-                 show_progress: bool = False, checkpoint: Checkpoint | None = None):
+                 show_progress: bool = False, checkpoint: Checkpoint | None = None, engine: nn.Module | None = None,
+                 engine_choice: str = "torch, fp32"):
         """``on_bad_image`` "skip" leaves unreadable inputs out and lists them in ``skipped``; ``show_progress``
-        shows a bar over the tiles of large images; ``checkpoint`` is where the generator came from."""
+        shows a bar over the tiles of large images; ``checkpoint`` is where the generator came from;
+        ``engine`` (from ``engines``) translates the images that fit in one tile, the PyTorch ``generator``
+        the larger ones, whose tiles need its instance-norm layers for whole-image statistics."""
         self.device = pick_device(device)
         self.generator = generator.to(self.device).eval()
+        self.engine, self.engine_choice = engine, engine_choice  # the choice in words, for the log
         self.in_channels = in_channels
         self.multiple = getattr(generator, "size_multiple", 4)
         self.tiles = tiles.for_stride(self.multiple)
@@ -102,6 +106,24 @@ class Translator:
         return cls(checkpoint.generator(direction), in_channels=in_channels, device=device, checkpoint=checkpoint,
                    **settings)
 
+    @classmethod
+    def on_engine(cls, path: str | Path | Checkpoint, direction: str = "AtoB", *, engine: str = "auto",
+                  precision: str = "fp32", device: str | torch.device | None = None, **settings) -> "Translator":
+        """``from_checkpoint`` with the images that fit in one tile run by ``engine`` (auto, torch, openvino,
+        onnxruntime; see ``engines``) in ``precision`` (fp32, or bf16 on OpenVINO). The engine chosen and
+        why are in ``engine_choice``."""
+        from .engines import engine_generator, resolve_engine
+
+        checkpoint = path if isinstance(path, Checkpoint) else Checkpoint(path)
+        name, why = resolve_engine(engine)
+        if pick_device(device).type == "cuda" and name != "torch":
+            name, why = "torch", f"{why}; on CUDA the PyTorch generator runs instead"
+        if precision != "fp32" and name != "openvino":
+            raise ValueError(f"--precision {precision} at translation needs the OpenVINO engine ({why})")
+        fast = engine_generator(checkpoint, direction, engine=name, precision=precision) if name != "torch" else None
+        return cls.from_checkpoint(checkpoint, direction, device=device, engine=fast,
+                                   engine_choice=f"{name}, {precision} ({why})", **settings)
+
     # ---- tensors ----
 
     def needs_tiles(self, height: int, width: int) -> bool:
@@ -122,7 +144,7 @@ class Translator:
             out = run_tiled(self.generator, padded.cpu(), options=self.tiles, multiple=self.multiple, device=self.device,
                             show_progress=self.show_progress)
         else:
-            out = self.generator(padded.to(self.device)).float()
+            out = (self.engine or self.generator)(padded.to(self.device)).float()
         out = out[..., top:top + height, left:left + width].to(x.device)
         return out[0] if single else out
 
