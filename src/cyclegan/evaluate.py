@@ -100,7 +100,8 @@ class Features:
 
 def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=None, max_images: int = 0,
                  device: str | None = None, show_progress: bool = False, fid: bool = True, feature_net=None,
-                 inception_weights=None, cache_dir=None, tiles: TileOptions = TileOptions()) -> dict:
+                 inception_weights=None, cache_dir=None, tiles: TileOptions = TileOptions(), engine: str = "torch",
+                 precision: str = "fp32") -> dict:
     """Translate the test split and measure it; writes and returns ``RUN/eval_<epoch>.json``'s content.
 
     Per direction: the cycle-consistency L1 |F(G(a)) - a| in [0, 255] units and, with ``truth``
@@ -120,7 +121,8 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
     checkpoint = Checkpoint(checkpoint)
     config = checkpoint.config
     root = Path(dataroot or config.data.dataroot)
-    translators = {d: Translator.from_checkpoint(checkpoint, d, device=device, tiles=tiles) for d in DIRECTIONS}
+    translators = {d: Translator.on_engine(checkpoint, d, engine=engine, precision=precision, device=device, tiles=tiles)
+                   for d in DIRECTIONS}
     features = None
     if fid:
         on = translators["AtoB"].device
@@ -147,6 +149,7 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
             "fid_kid": (f"{FEATURE_PROTOCOL}; weights sha256 {features.weights_id}; translations against the real "
                         f"test images of the target domain; KID: {KID_SUBSETS} subsets of up to {KID_SUBSET_SIZE}, "
                         f"unbiased, with its standard error") if features else "not computed (--no_fid)",
+            "engine": translators["AtoB"].engine_choice,
             "seed": config.train.seed,
         },
     }

@@ -69,7 +69,7 @@ def cycle_batches(forward: Translator, back: Translator | None, paths: Sequence[
 
 def run_test(checkpoint: str | Path, *, dataroot: str | Path | None = None, output: str | Path | None = None,
              max_images: int = 0, batch_size: int | None = None, device: str | None = None, show_progress: bool = False,
-             tiles: TileOptions = TileOptions()) -> Path:
+             tiles: TileOptions = TileOptions(), engine: str = "torch", precision: str = "fp32") -> Path:
     """Real, translated and reconstructed images of every test image of both domains, and an
     ``index.html`` showing them; returns the page. Default folder: ``RUN/test_<epoch>``."""
     from .gallery import write_table_page
@@ -82,8 +82,8 @@ def run_test(checkpoint: str | Path, *, dataroot: str | Path | None = None, outp
     if not split.images:
         raise FileNotFoundError(f"{root} has neither testA/ nor testB/; pass --dataroot with the test images")
     output = Path(output) if output else checkpoint.path.parent / f"test_{epoch_label(checkpoint)}"
-    translators = {direction: Translator.from_checkpoint(checkpoint, direction, device=device, tiles=tiles,
-                                                         show_progress=show_progress)
+    translators = {direction: Translator.on_engine(checkpoint, direction, engine=engine, precision=precision,
+                                                   device=device, tiles=tiles, show_progress=show_progress)
                    for direction, generator in GENERATOR_FOR_DIRECTION.items()
                    if checkpoint.has_network(generator)}  # an imported zoo model has one generator only
     paths = {d: images for d, images in split.images.items() if d in translators}

@@ -34,10 +34,12 @@ class TranslationService:
     """The translators of one checkpoint, the upload limits, and the lock that serialises the model."""
 
     def __init__(self, checkpoint: str | Path, *, device: str | None = None, max_upload_mb: float = 20.0,
-                 max_pixels: int = 16_000_000, tiles: TileOptions = TileOptions()):
+                 max_pixels: int = 16_000_000, tiles: TileOptions = TileOptions(), engine: str = "torch",
+                 precision: str = "fp32"):
         self.checkpoint = Checkpoint(checkpoint)
         self.translators = {
-            direction: Translator.from_checkpoint(self.checkpoint, direction, device=device, tiles=tiles)
+            direction: Translator.on_engine(self.checkpoint, direction, engine=engine, precision=precision,
+                                            device=device, tiles=tiles)
             for direction, name in GENERATOR_FOR_DIRECTION.items() if self.checkpoint.has_network(name)}
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
         self.max_pixels = max_pixels
@@ -149,12 +151,13 @@ def create_app(service: TranslationService):
 
 
 def serve(checkpoint: str | Path, *, host: str = "127.0.0.1", port: int = 8000, device: str | None = None,
-          max_upload_mb: float = 20.0, max_pixels: int = 16_000_000, tiles: TileOptions = TileOptions()) -> None:
+          max_upload_mb: float = 20.0, max_pixels: int = 16_000_000, tiles: TileOptions = TileOptions(),
+          engine: str = "auto", precision: str = "fp32") -> None:
     """Run the server until interrupted."""
     import uvicorn
 
     service = TranslationService(checkpoint, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
-                                 tiles=tiles)
+                                 tiles=tiles, engine=engine, precision=precision)
     print(f"cyclegan serve: {service.checkpoint.path} ({', '.join(service.translators)}) at http://{host}:{port}/")
     uvicorn.run(create_app(service), host=host, port=port, log_level="info")
 

@@ -17,7 +17,7 @@ from .. import __version__
 from ..config import build_experiment, load_config_file
 from ..names import DEFAULT_OVERLAP, DEFAULT_TILE, DIRECTIONS, OUTPUT_FORMATS, TILE_STATS
 from .common import (
-    EXIT_INTERRUPTED, EXIT_USAGE, CommandError, add_config_flags, add_device_flag, given_options, log,
+    EXIT_INTERRUPTED, EXIT_USAGE, CommandError, add_config_flags, add_device_flag, add_engine_flags, given_options, log,
 )
 from .models import add_deploy_parsers, add_official_parsers
 
@@ -117,6 +117,7 @@ def add_inference_flags(p: argparse.ArgumentParser, *, checkpoint_required: bool
                    help="instance-norm statistics for tiled images: exact = measured over the whole image, layer by "
                         "layer (as if untiled; about 10 passes of work), estimate = from one downscaled pass "
                         "(fast, approximate) (default: exact)")
+    add_engine_flags(p)
     add_device_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -181,7 +182,10 @@ def _translator(args: argparse.Namespace, resize):
     settings = {"device": args.device, "tiles": tile_options(args), "resize": resize, "on_bad_image": args.on_bad_image,
                 "show_progress": not args.quiet}
     if args.checkpoint is not None:
-        return Translator.from_checkpoint(args.checkpoint, args.direction, **settings)
+        translator = Translator.on_engine(args.checkpoint, args.direction, engine=args.engine, precision=args.precision,
+                                          **settings)
+        log.info("engine: %s", translator.engine_choice)
+        return translator
     from ..export import OnnxGenerator
 
     generator = OnnxGenerator(args.onnx)
@@ -214,7 +218,8 @@ def run_test(args: argparse.Namespace) -> int:
     from ..heldout import run_test as test
 
     page = test(args.checkpoint, dataroot=args.dataroot, output=args.output, max_images=args.max_images,
-                batch_size=args.batch_size, device=args.device, show_progress=not args.quiet, tiles=tile_options(args))
+                batch_size=args.batch_size, device=args.device, show_progress=not args.quiet, tiles=tile_options(args),
+                engine=args.engine, precision=args.precision)
     log.info("open %s", page)
     return 0
 
@@ -273,7 +278,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_run(args.checkpoint, dataroot=args.dataroot, direction=args.direction, truth=args.truth,
                           max_images=args.max_images, show_progress=not args.quiet, fid=not args.no_fid,
                           inception_weights=args.inception_weights, cache_dir=args.feature_cache,
-                          device=args.device, tiles=tile_options(args))
+                          device=args.device, tiles=tile_options(args), engine=args.engine, precision=args.precision)
     print(format_report(report))
     log.info("all numbers and the protocol: %s", report["path"])
     return 0

@@ -9,6 +9,7 @@ import logging
 from typing import Any, Sequence
 
 from ..config import SECTIONS, ExperimentConfig
+from ..names import ENGINES, TRANSLATE_PRECISIONS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -50,3 +51,13 @@ def given_options(args: argparse.Namespace, exclude: Sequence[str]) -> dict[str,
 
 def add_device_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N; replaces the official --gpu_ids (default: auto)")
+
+
+def add_engine_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="what runs the generator on images that fit in one tile: auto = OpenVINO when installed "
+                        "(pip install 'cyclegan[openvino]'), else torch; larger images always run on torch, whose "
+                        "instance-norm layers take the whole image's statistics (default: auto)")
+    p.add_argument("--precision", choices=TRANSLATE_PRECISIONS, default="fp32",
+                   help="bf16 runs the OpenVINO engine in bf16: faster on a CPU with native bf16, at a small "
+                        "difference from fp32 (README: Performance) (default: fp32)")

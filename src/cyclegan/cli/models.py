@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..names import DEFAULT_TILE, DIRECTIONS, EXPORT_FORMATS
-from .common import CommandError, add_config_flags, add_device_flag, given_options, log
+from .common import CommandError, add_config_flags, add_device_flag, add_engine_flags, given_options, log
 
 
 # ---- the official code's weights, and its datasets and model zoo --------------------------------
@@ -108,6 +108,7 @@ def add_deploy_parsers(subparsers) -> None:
     p.add_argument("--max_upload_mb", type=float, default=20.0, help="larger uploads get 413 (default: 20)")
     p.add_argument("--max_pixels", type=int, default=16_000_000, help="images with more pixels get 413 (default: 16000000)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile size for large images (default: {DEFAULT_TILE})")
+    add_engine_flags(p)
     add_device_flag(p)
     p.set_defaults(handler=run_serve)
 
@@ -125,5 +126,5 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..tiling import TileOptions
 
     serve(args.checkpoint, host=args.host, port=args.port, device=args.device, max_upload_mb=args.max_upload_mb,
-          max_pixels=args.max_pixels, tiles=TileOptions(tile=args.tile))
+          max_pixels=args.max_pixels, tiles=TileOptions(tile=args.tile), engine=args.engine, precision=args.precision)
     return 0
