@@ -152,7 +152,7 @@ def create_app(service: TranslationService):
 
 def serve(checkpoint: str | Path, *, host: str = "127.0.0.1", port: int = 8000, device: str | None = None,
           max_upload_mb: float = 20.0, max_pixels: int = 16_000_000, tiles: TileOptions = TileOptions(),
-          engine: str = "auto", precision: str = "fp32") -> None:
+          engine: str = "torch", precision: str = "fp32") -> None:
     """Run the server until interrupted."""
     import uvicorn
 

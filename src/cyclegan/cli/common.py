@@ -54,10 +54,11 @@ def add_device_flag(p: argparse.ArgumentParser) -> None:
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="what runs the generator on images that fit in one tile: auto = OpenVINO when installed "
-                        "(pip install 'cyclegan[openvino]'), else torch; larger images always run on torch, whose "
-                        "instance-norm layers take the whole image's statistics (default: auto)")
+    p.add_argument("--engine", choices=ENGINES, default="torch",
+                   help="what runs the generator on images that fit in one tile: torch; openvino or onnxruntime (the "
+                        "exported graph, converted once into RUN/engines/); auto = OpenVINO when installed (pip install "
+                        "'cyclegan[openvino]'), else torch. Larger images always run on torch, whose instance-norm layers "
+                        "take the whole image's statistics (default: torch; README: Performance says why not auto yet)")
     p.add_argument("--precision", choices=TRANSLATE_PRECISIONS, default="fp32",
                    help="bf16 runs the OpenVINO engine in bf16: faster on a CPU with native bf16, at a small "
                         "difference from fp32 (README: Performance) (default: fp32)")
