@@ -11,7 +11,6 @@ so ``Translator`` sends images that need tiles with exact statistics to the PyTo
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -24,6 +23,7 @@ from torch import nn
 from .checkpoint import Checkpoint
 from .export import METADATA_KEY, OnnxGenerator, export_generator
 from .names import ENGINES
+from .tracking import sha256_of, user_cache_dir
 
 OPENVINO_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
@@ -57,10 +57,10 @@ def engine_generator(checkpoint: Checkpoint, direction: str, *, engine: str, pre
 
 def _cached_onnx(checkpoint: Checkpoint, direction: str) -> Path:
     """The ONNX export of ``direction``'s generator, made on first use, named by the checkpoint's hash."""
-    path = engine_folder(checkpoint) / f"{checkpoint_hash(checkpoint.path)}-{direction}.onnx"
+    path = engine_folder(checkpoint) / f"{sha256_of(checkpoint.path)[:16]}-{direction}.onnx"
     if not path.is_file():
         partial = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        export_generator(checkpoint.path, partial, direction=direction, fmt="onnx")
+        export_generator(checkpoint, partial, direction=direction, fmt="onnx")
         partial.replace(path)  # atomic: a reader never sees half a file
     return path
 
@@ -74,17 +74,9 @@ def engine_folder(checkpoint: Checkpoint) -> Path:
             return beside
     except OSError:
         pass
-    cache = Path(os.environ.get("CYCLEGAN_CACHE", Path.home() / ".cache" / "cyclegan")) / "engines"
+    cache = user_cache_dir("engines")
     cache.mkdir(parents=True, exist_ok=True)
     return cache
-
-
-def checkpoint_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 class OpenVinoGenerator(nn.Module):
@@ -108,7 +100,6 @@ class OpenVinoGenerator(nn.Module):
         self.metadata = _onnx_metadata(onnx_file)
         self.size_multiple = int(self.metadata.get("size_multiple", 4))
         self.in_channels = int(self.metadata.get("in_channels", 3))
-        self.precision = precision
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINTS[precision]})
 
     @staticmethod

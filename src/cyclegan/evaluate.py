@@ -59,10 +59,10 @@ def folder_features(net, folder, *, cache_dir=None, device="cpu", weights_id: st
     return features
 
 
-def default_cache_dir():
-    import os
+def default_cache_dir() -> Path:
+    from .tracking import user_cache_dir
 
-    return Path(os.environ.get("CYCLEGAN_CACHE", Path.home() / ".cache" / "cyclegan")) / "features"
+    return user_cache_dir("features")
 
 
 def fid_between_folders(dir_a, dir_b, *, feature_net=None, inception_weights=None, cache_dir=None,
@@ -80,7 +80,8 @@ def _feature_network(feature_net, inception_weights, device):
     """(network, an id of its weights for cache keys): an injected network, or the FID Inception."""
     if feature_net is not None:
         return feature_net.to(device).eval(), f"injected:{type(feature_net).__name__}:{id(feature_net)}"
-    from .inception import find_weights, load_inception, sha256_of
+    from .inception import find_weights, load_inception
+    from .tracking import sha256_of
 
     path = find_weights(inception_weights)
     return load_inception(path, device=device), sha256_of(path)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import Checkpoint, generator_name, load_generator
+from .checkpoint import Checkpoint, generator_name
 from .names import EXPORT_FORMATS
 
 ONNX_OPSET = 17
@@ -42,12 +42,13 @@ def _example_input(metadata: dict) -> torch.Tensor:
     return torch.zeros(1, metadata["in_channels"], size, size)
 
 
-def export_generator(checkpoint: str | Path, output: str | Path, *, direction: str = "AtoB", fmt: str = "onnx") -> Path:
-    """Write the generator for ``direction`` of ``checkpoint`` (a run folder or file) to ``output``."""
+def export_generator(checkpoint: str | Path | Checkpoint, output: str | Path, *, direction: str = "AtoB",
+                     fmt: str = "onnx") -> Path:
+    """Write the generator for ``direction`` of ``checkpoint`` (a run folder, file or opened one) to ``output``."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(EXPORT_FORMATS)}")
-    opened = Checkpoint(checkpoint)
-    generator = load_generator(opened.path, direction)
+    opened = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(checkpoint)
+    generator = opened.generator(direction)
     metadata = export_metadata(opened, direction, generator)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

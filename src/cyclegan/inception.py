@@ -193,22 +193,13 @@ def hub_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_NAME
 
 
-def sha256_of(path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def find_weights(explicit=None, *, download: bool = True, url: str | None = None, show_progress: bool = True):
     """The weights file: ``explicit``, else the torch hub cache, else downloaded into that cache.
 
     A download is checked against the SHA-256 prefix in its name before it is put in the cache.
     """
     from .download import DownloadError, fetch
+    from .tracking import sha256_of
 
     if explicit is not None:
         path = Path(explicit)

@@ -183,8 +183,9 @@ class WholeImageInstanceNorm:
 
     def __init__(self, net: nn.Module):
         self.layers = [m for m in net.modules() if _uses_instance_statistics(m)]
-        self._places = [(parent, name, self.layers.index(child)) for parent in net.modules()
-                        for name, child in parent.named_children() if any(child is m for m in self.layers)]
+        index = {id(layer): i for i, layer in enumerate(self.layers)}
+        self._places = [(parent, name, index[id(child)]) for parent in net.modules()
+                        for name, child in parent.named_children() if id(child) in index]
         self.frozen: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: mean, var, each (B, C)
         self.measure: int | str | None = None  # the layer to measure (the forward stops there), or "all"
         self.core: tuple[int, int, int, int, int, int] = (1, 1, 0, 0, 0, 0)  # tile_h, tile_w, y0, y1, x0, x1

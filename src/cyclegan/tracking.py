@@ -1,7 +1,9 @@
-"""What a run shows people: a progress bar, a JSONL metrics log and sample image grids."""
+"""What a run shows people: a progress bar, a JSONL metrics log and sample image grids; and the
+file helpers every writer shares (atomic writes, file hashes, the user cache folder)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -50,6 +52,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def sha256_of(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def user_cache_dir(kind: str) -> Path:
+    """$CYCLEGAN_CACHE/<kind>, by default ~/.cache/cyclegan/<kind>."""
+    return Path(os.environ.get("CYCLEGAN_CACHE", Path.home() / ".cache" / "cyclegan")) / kind
 
 
 def image_grid(rows: Sequence[Sequence[torch.Tensor]], *, gap: int = 2) -> Image.Image:

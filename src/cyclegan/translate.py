@@ -1,6 +1,6 @@
 """Inference at any size: the ``Translator``, which pads to the network's stride, batches same-size
-images and tiles large ones (``tiling``); the inputs a command names and the outputs they become;
-the ``cyclegan test`` page.
+images and tiles large ones (``tiling``), optionally on a faster engine (``engines``); and the inputs
+a command names and the outputs they become.
 
 Every output keeps its input's width and height: the image is reflect-padded to a multiple of the
 generator's stride, translated, and cropped back.
