@@ -328,7 +328,8 @@ def test_one_pass_statistics_equal_layer_by_layer_measurement_of_one_part():
     from functools import partial
 
     from cyclegan.tracking import progress
-    from cyclegan.tiling import WholeImageInstanceNorm, measure_tiles
+    from cyclegan.tile_stats import WholeImageInstanceNorm
+    from cyclegan.tiling import measure_tiles
 
     net = random_net().eval()
     x = torch.rand(1, 3, 32, 48) * 2 - 1

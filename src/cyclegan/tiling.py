@@ -13,13 +13,14 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Callable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .names import DEFAULT_OVERLAP, DEFAULT_TILE, TILE_STATS
+from .tile_stats import WholeImageInstanceNorm, flatten, staged_tiles
 
 MIN_SIDE = 4
 
@@ -153,119 +154,6 @@ class TileOptions:
     def needs_tiles(self, height: int, width: int) -> bool:
         return height * width > self.tile * self.tile
 
-# ---- instance norm over the whole image ------------------------------------------------------
-
-def _uses_instance_statistics(layer: nn.Module) -> bool:
-    return isinstance(layer, nn.InstanceNorm2d) and not (layer.track_running_stats and not layer.training)
-
-
-class _StopForward(Exception):
-    """Raised by the measured layer's stand-in and caught by ``run_to_measured_layer``: the layers after
-    it are not needed for its statistics (stopping there halves the cost of exact statistics)."""
-
-
-class GivenStatisticsNorm(nn.Module):
-    """Stands in for one InstanceNorm2d while ``WholeImageInstanceNorm`` is active: normalises with the
-    statistics it is given, or records the statistics of its input."""
-
-    def __init__(self, norm: nn.InstanceNorm2d, index: int, owner: "WholeImageInstanceNorm"):
-        super().__init__()
-        self.norm, self.index, self.owner = norm, index, owner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.owner.normalise(self.index, self.norm, x)
-
-
-class WholeImageInstanceNorm:
-    """While active (``with``), the network's instance-norm layers are replaced by stand-ins that
-    normalise with given whole-image statistics instead of each tile's own; one layer at a time can be
-    measured over tile cores. Leaving the block puts the original layers back."""
-
-    def __init__(self, net: nn.Module):
-        self.layers = [m for m in net.modules() if _uses_instance_statistics(m)]
-        index = {id(layer): i for i, layer in enumerate(self.layers)}
-        self._places = [(parent, name, index[id(child)]) for parent in net.modules()
-                        for name, child in parent.named_children() if id(child) in index]
-        self.frozen: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: mean, var, each (B, C)
-        self.measure: int | str | None = None  # the layer to measure (the forward stops there), or "all"
-        self.core: tuple[int, int, int, int, int, int] = (1, 1, 0, 0, 0, 0)  # tile_h, tile_w, y0, y1, x0, x1
-        self._sums: list[list[torch.Tensor]] | None = None  # per measured layer: count, sum, sum of squares
-
-    def __bool__(self) -> bool:
-        return bool(self.layers)
-
-    def __enter__(self) -> "WholeImageInstanceNorm":
-        for parent, name, index in self._places:
-            setattr(parent, name, GivenStatisticsNorm(self.layers[index], index, self))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for parent, name, index in self._places:
-            setattr(parent, name, self.layers[index])
-
-    def measured(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Mean and (biased) variance of each measured layer's input over all cores seen."""
-        stats = []
-        for count, total, squares in self._sums:
-            mean = total / count
-            stats.append((mean.float(), (squares / count - mean * mean).clamp_min(0).float()))
-        self._sums = None
-        return stats
-
-    def normalise(self, index: int, layer: nn.InstanceNorm2d, x: torch.Tensor) -> torch.Tensor:
-        """What layer ``index`` computes while active (its stand-in's forward)."""
-        if self.measure == "all":
-            self._record(x, slot=index)
-            return layer(x)
-        if index == self.measure:
-            self._record(x, slot=0)
-            raise _StopForward
-        mean, var = (s.to(x.device)[:, :, None, None] for s in self.frozen[index])
-        y = (x - mean) * torch.rsqrt(var + layer.eps)
-        if layer.affine:
-            y = y * layer.weight[None, :, None, None] + layer.bias[None, :, None, None]
-        return y
-
-    def _record(self, x: torch.Tensor, *, slot: int) -> None:
-        tile_h, tile_w, y0, y1, x0, x1 = self.core
-        sy, sx = tile_h // x.shape[-2], tile_w // x.shape[-1]  # this layer's downsampling
-        core = x[..., y0 // sy:y1 // sy, x0 // sx:x1 // sx]
-        sums = [torch.tensor(float(core.shape[-2] * core.shape[-1]), dtype=torch.float64),
-                core.sum((-2, -1), dtype=torch.float64).cpu(), core.square().sum((-2, -1), dtype=torch.float64).cpu()]
-        if self._sums is None:
-            self._sums = []
-        if slot < len(self._sums):
-            self._sums[slot] = [a + b for a, b in zip(self._sums[slot], sums)]
-        else:
-            self._sums.append(sums)
-
-    def run_to_measured_layer(self, net: nn.Module, tile: torch.Tensor, core: tuple[int, int, int, int, int, int]) -> None:
-        """Run ``net`` on ``tile`` up to the layer being measured, recording its input over ``core``
-        (tile_h, tile_w, y0, y1, x0, x1)."""
-        self.core = core
-        try:
-            net(tile)
-        except _StopForward:
-            pass
-
-    def measure_layers(self, run_parts: Callable[[], None]) -> None:
-        """Measure the layers in order; ``run_parts`` runs the network over every part of the image
-        with ``run_to_measured_layer``. Layer k is measured with layers < k already normalised with
-        their measured statistics, so the result is exact up to tile-border effects."""
-        self.frozen = []
-        for index in range(len(self.layers)):
-            self.measure = index
-            run_parts()
-            self.frozen += self.measured()
-        self.measure = None
-
-    def measure_whole(self, net: nn.Module, x: torch.Tensor) -> None:
-        """Take every layer's statistics from one ordinary pass over all of ``x``."""
-        self.measure, self.core = "all", (x.shape[-2], x.shape[-1], 0, x.shape[-2], 0, x.shape[-1])
-        net(x)
-        self.frozen, self.measure = self.measured(), None
-
-
 # ---- translating tensors -----------------------------------------------------------------------
 
 def _downscaled(x: torch.Tensor, max_pixels: int, multiple: int) -> torch.Tensor:
@@ -280,8 +168,9 @@ def run_tiled(net: nn.Module, x: torch.Tensor, *, options: TileOptions, multiple
     """Translate a padded (B, C, H, W) CPU tensor tile by tile; the result stays on the CPU.
 
     ``options.stats`` says where instance norm takes its whole-image statistics from: ``exact``
-    measures them over the tiles, one layer after another (about as costly as ten passes for
-    resnet_9blocks); ``estimate`` takes them from one pass over a copy downscaled to one tile.
+    measures them over the tiles (``tile_stats``: one staged pass for the generators of ``models``,
+    one pass per norm layer for other networks); ``estimate`` takes them from one pass over a copy
+    downscaled to one tile.
     """
     from .tracking import progress
 
@@ -289,28 +178,51 @@ def run_tiled(net: nn.Module, x: torch.Tensor, *, options: TileOptions, multiple
     device = device or x.device
     plan = TilePlan.make(x.shape[-2], x.shape[-1], tile=options.tile, overlap=options.overlap, multiple=multiple)
     norms = WholeImageInstanceNorm(net)
-    measured_passes = len(norms.layers) if options.stats == "exact" else 0
-    bar = progress(None, total=(measured_passes + 1) * len(plan), description=f"tiles of {x.shape[-1]}x{x.shape[-2]}",
-                   enabled=show_progress, unit="tile", leave=False)
-    with norms:
-        if norms and options.stats == "exact":
-            norms.measure_layers(partial(measure_tiles, net, norms, x, plan, device, bar))
-        elif norms:
-            norms.measure_whole(net, _downscaled(x, plan.tile_h * plan.tile_w, multiple).to(device))
-        output: torch.Tensor | None = None
-        for top, left, _ in plan.tiles():
-            y = net(x[..., top:top + plan.tile_h, left:left + plan.tile_w].to(device)).float().cpu()
-            if output is None:
-                output = torch.zeros(x.shape[0], y.shape[1], plan.height, plan.width)
-            output[..., top:top + plan.tile_h, left:left + plan.tile_w] += y * plan.weights(top, left)
-            bar.update(1)
+    exact = bool(norms) and options.stats == "exact"
+    steps = flatten(net) if exact else None
+    bar = progress(None, total=((len(norms.layers) if exact else 0) + 1) * len(plan),
+                   description=f"tiles of {x.shape[-1]}x{x.shape[-2]}", enabled=show_progress, unit="tile", leave=False)
+    boxes = list(plan.tiles())
+    if steps is not None:
+        tiles = [((plan.tile_h, plan.tile_w, *core), partial(_tile_of, x, plan, top, left, device))
+                 for top, left, core in boxes]
+        outputs = ((boxes[i][:2], y) for i, y in staged_tiles(steps, tiles, on_tile=partial(bar.update, 1)))
+        output = blend(plan, outputs, x.shape[0])
+    else:
+        with norms:
+            if exact:
+                norms.measure_layers(partial(measure_tiles, net, norms, x, plan, device, bar))
+            elif norms:
+                norms.measure_whole(net, _downscaled(x, plan.tile_h * plan.tile_w, multiple).to(device))
+            output = blend(plan, tile_outputs(net, x, plan, device, bar), x.shape[0])
     bar.close()
+    return output
+
+
+def _tile_of(x: torch.Tensor, plan: TilePlan, top: int, left: int, device) -> torch.Tensor:
+    return x[..., top:top + plan.tile_h, left:left + plan.tile_w].to(device)
+
+
+def tile_outputs(net: nn.Module, x: torch.Tensor, plan: TilePlan, device, bar) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
+    """((top, left), ``net``'s output) for every tile of ``x``, as ``blend`` takes them."""
+    for top, left, _ in plan.tiles():
+        yield (top, left), net(_tile_of(x, plan, top, left, device))
+        bar.update(1)
+
+
+def blend(plan: TilePlan, outputs: Iterable[tuple[tuple[int, int], torch.Tensor]], batch: int) -> torch.Tensor:
+    """The image from each tile's output (at its (top, left)), overlaps blended by the tiles' weights."""
+    output: torch.Tensor | None = None
+    for (top, left), y in outputs:
+        y = y.float().cpu()
+        if output is None:
+            output = torch.zeros(batch, y.shape[1], plan.height, plan.width)
+        output[..., top:top + plan.tile_h, left:left + plan.tile_w] += y * plan.weights(top, left)
     return output.div_(plan.weight_sum())
 
 
 def measure_tiles(net: nn.Module, norms: WholeImageInstanceNorm, x: torch.Tensor, plan: TilePlan, device, bar) -> None:
     """One measuring pass: every tile of ``x`` up to the measured layer."""
     for top, left, core in plan.tiles():
-        norms.run_to_measured_layer(net, x[..., top:top + plan.tile_h, left:left + plan.tile_w].to(device),
-                                    (plan.tile_h, plan.tile_w, *core))
+        norms.run_to_measured_layer(net, _tile_of(x, plan, top, left, device), (plan.tile_h, plan.tile_w, *core))
         bar.update(1)

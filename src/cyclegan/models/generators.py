@@ -108,7 +108,11 @@ class ResnetGenerator(nn.Module):
             nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.up(self.blocks(self.down(self.stem(x))))  # (B, base_channels, H, W)
+        return self.finish(self.up(self.blocks(self.down(self.stem(x)))), x)
+
+    def finish(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The output from the trunk's features ``h`` (B, base_channels, H, W) and the input ``x``; a
+        method of its own so that tiled translation can run the trunk layer by layer and end here."""
         if self.global_residual:
             residual = self.head(torch.cat([h, x], dim=1))  # (B, out_channels, H, W)
             if self.colour is not None:
