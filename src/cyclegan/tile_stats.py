@@ -32,7 +32,7 @@ from .models.generators import ResnetBlock, ResnetGenerator, UnetGenerator, Unet
 # the stem (147 per element in a ResNet generator) and after its last upsampling (275) are cheap to
 # recompute, its other stage boundaries (500 to 1,100) are not.
 KEEP_MACS_PER_ELEMENT = 512
-STATE_MEMORY_BUDGET = 512 * 2**20  # bytes of kept states held in memory; more go to a temporary folder
+STATE_MEMORY_BUDGET = 256 * 2**20  # bytes of kept states held in memory; more go to a temporary folder
 
 Core = tuple[int, int, int, int, int, int]  # tile_h, tile_w and the core box in the tile: y0, y1, x0, x1
 
@@ -214,14 +214,14 @@ _PARTS: dict[type, Callable[[nn.Module], list]] = {
 }
 
 
-def _multiply_adds(module: nn.Module, before: torch.Tensor, after: torch.Tensor) -> int:
-    """Multiply-adds of the convolutions in ``module`` for one application, from the sizes around it."""
+def _multiply_adds(module: nn.Module, before: torch.Size, after: torch.Size) -> int:
+    """Multiply-adds of the convolutions in ``module`` for one application, from the shapes around it."""
     total = 0
     for layer in module.modules():
         if isinstance(layer, nn.ConvTranspose2d):
-            total += layer.weight.numel() * before.shape[0] * before.shape[-2] * before.shape[-1]
+            total += layer.weight.numel() * before[0] * before[-2] * before[-1]
         elif isinstance(layer, nn.Conv2d):
-            total += layer.weight.numel() * after.shape[0] * after.shape[-2] * after.shape[-1]
+            total += layer.weight.numel() * after[0] * after[-2] * after[-1]
     return total
 
 
@@ -238,8 +238,11 @@ class TileState:
 
 
 def run_steps(steps: Sequence[Step], state: TileState, frozen: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> TileState:
-    """``state`` carried through ``steps``; norm layers use the ``frozen`` statistics (by id)."""
+    """``state`` carried through ``steps``; norm layers use the ``frozen`` statistics (by id). ``state``
+    is emptied, so that each activation is freed as soon as the next one exists (hundreds of MB at
+    full resolution)."""
     h, skips, macs = state.h, list(state.skips), state.multiply_adds
+    state.h, state.skips = None, []
     for step in steps:
         if step.kind == "norm":
             h = normalise(step.module, h, *frozen[id(step.module)])
@@ -252,8 +255,9 @@ def run_steps(steps: Sequence[Step], state: TileState, frozen: dict[int, tuple[t
         elif step.kind == "finish":
             h = step.module.finish(h, skips.pop())
         else:
-            before, h = h, step.module(h)
-            macs += _multiply_adds(step.module, before, h)
+            before = h.shape
+            h = step.module(h)
+            macs += _multiply_adds(step.module, before, h.shape)
     return TileState(h, skips, macs)
 
 
@@ -300,14 +304,14 @@ class KeptStates:
     def get(self, index: int) -> TileState:
         kept = self.states[index]
         if isinstance(kept, TileState):
-            return kept
+            return TileState(kept.h, list(kept.skips))  # run_steps empties the one it is given
         path, layout = kept
-        sizes = [shape.numel() * torch.empty((), dtype=dtype).element_size() for dtype, shape, _ in layout]
-        raw = torch.from_numpy(np.fromfile(path, dtype=np.uint8, count=sum(sizes)))  # the file may be longer
-        tensors, offset = [], 0
-        for (dtype, shape, device), nbytes in zip(layout, sizes):
-            tensors.append(raw[offset:offset + nbytes].view(dtype).reshape(shape).to(device))
-            offset += nbytes
+        tensors = []
+        with open(path, "rb") as f:  # one buffer per tensor, so that each is freed when it is used up
+            for dtype, shape, device in layout:
+                nbytes = shape.numel() * torch.empty((), dtype=dtype).element_size()
+                raw = torch.from_numpy(np.fromfile(f, dtype=np.uint8, count=nbytes))
+                tensors.append(raw.view(dtype).reshape(shape).to(device))
         return TileState(tensors[0], tensors[1:])
 
     def close(self) -> None:
@@ -343,6 +347,7 @@ def staged_tiles(steps: Sequence[Step], tiles: Sequence[tuple[Core, Callable[[],
                     keep = kept.fit_in_memory(state) or state.multiply_adds >= KEEP_MACS_PER_ELEMENT * state.elements()
                 if keep:
                     kept.put(index, state)
+                del state  # a full-resolution activation: not alive while the next tile runs
                 on_tile()
             frozen[id(steps[stop].module)] = sums.mean_var()
             start = stop if keep else start
