@@ -176,8 +176,8 @@ class TrainConfig:
         "good checkpoint; skip = skip that update and go on", choices=NONFINITE_POLICIES)
     precision: str = option(
         "fp32", "fp32 (the paper recipe: the official math); bf16 or fp16 autocast (fp16 with a gradient scaler, CUDA "
-        "only); auto = bf16 where the hardware does it natively (CPU flags avx512_bf16 or amx_bf16, or a CUDA device "
-        "with bf16), else fp32, and the start-up log says which. bf16 is refused on a CPU without native bf16, where it "
+        "only); auto = bf16 where it trains faster (a CPU with amx_bf16, or a CUDA device with bf16; avx512_bf16 "
+        "alone measured slower than fp32), else fp32, and the start-up log says which. bf16 is refused on a CPU without native bf16, where it "
         "is emulated and slower, unless --allow_emulated_precision", choices=PRECISIONS)
     allow_emulated_precision: bool = option(False, "let --precision bf16 run on a CPU that only emulates it")
     memory_format: str = option(

@@ -73,12 +73,21 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
     return (True, f"this CPU has {' and '.join(found)}") if found else (False, "this CPU has no avx512_bf16 or amx_bf16")
 
 
+def fast_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether bf16 trains faster than fp32 on ``device``, and why: natively on CUDA; on a CPU only with
+    AMX. With avx512_bf16 alone the bf16 convolutions measured slower than fp32 (README: Performance)."""
+    native, why = native_bf16(device)
+    if device.type == "cuda" or not native or "amx_bf16" in cpu_flags():
+        return native, why
+    return False, f"{why} but no amx_bf16, and without AMX its bf16 convolutions are slower than fp32"
+
+
 def resolve_precision(device: torch.device, choice: str) -> tuple[str, str]:
-    """(fp32 | bf16 | fp16, why): ``auto`` is bf16 where ``device`` does it natively, fp32 elsewhere."""
+    """(fp32 | bf16 | fp16, why): ``auto`` is bf16 where ``device`` trains faster in it, fp32 elsewhere."""
     if choice != "auto":
         return choice, f"--precision {choice}"
-    native, why = native_bf16(device)
-    return ("bf16" if native else "fp32"), f"--precision auto: {why}"
+    fast, why = fast_bf16(device)
+    return ("bf16" if fast else "fp32"), f"--precision auto: {why}"
 
 
 def check_precision(device: torch.device, precision: str, *, allow_emulated: bool = False) -> None:

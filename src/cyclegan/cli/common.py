@@ -60,5 +60,5 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
                         "'cyclegan[openvino]'), else torch. Larger images always run on torch, whose instance-norm layers "
                         "take the whole image's statistics (default: torch; README: Performance says why not auto yet)")
     p.add_argument("--precision", choices=TRANSLATE_PRECISIONS, default="fp32",
-                   help="bf16 runs the OpenVINO engine in bf16: faster on a CPU with native bf16, at a small "
+                   help="bf16 runs the OpenVINO engine in bf16: faster on a CPU with AMX (not with avx512_bf16 alone), at a small "
                         "difference from fp32 (README: Performance) (default: fp32)")
