@@ -1,10 +1,11 @@
 """Translating images larger than one tile: reflect padding to the network's stride, the tile plan and
-its blending, and instance norm with the statistics of the whole image instead of each tile's own.
+its blending, and ``run_tiled``, which gives instance norm the statistics of the whole image instead
+of each tile's own.
 
 Tiles overlap and their outputs are blended with raised-cosine weights, so that no seam shows.
 Instance norm would normalise every tile by its own statistics (a visible change of tone from tile
-to tile); instead the statistics of the whole image are measured once (exactly, layer by layer over
-the tiles, or estimated from a downscaled copy) and every tile is normalised with them.
+to tile); instead the statistics of the whole image are measured once (exactly over the tiles, see
+``tile_stats``, or estimated from a downscaled copy) and every tile is normalised with them.
 """
 
 from __future__ import annotations
