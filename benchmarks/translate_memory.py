@@ -71,12 +71,7 @@ def plain_tiles(net, image, tile: int):
 
     plan = TilePlan.make(image.shape[-2], image.shape[-1], tile=tile, overlap=64, multiple=4)
     with torch.inference_mode():
-        return blend(plan, tile_outputs(net, image[None], plan, "cpu", NoBar()), 1)[0]
-
-
-class NoBar:
-    def update(self, n: int) -> None:
-        pass
+        return blend(plan, tile_outputs(net, image[None], plan, "cpu"), 1)[0]
 
 
 def main() -> None:

@@ -65,17 +65,11 @@ def test_the_staged_pass_is_the_layer_by_layer_measurement_bit_for_bit(name, spi
     with torch.inference_mode():
         staged = run_tiled(net, x, options=options, multiple=multiple)
         layer_by_layer = run_tiled(Opaque(net), x, options=options, multiple=multiple)
-        own_statistics = blend(TilePlan.make(*x.shape[-2:], tile=options.tile, overlap=16, multiple=multiple),
-                               tile_outputs(net, x, TilePlan.make(*x.shape[-2:], tile=options.tile, overlap=16,
-                                                                  multiple=multiple), "cpu", _NoBar()), 1)
+        plan = TilePlan.make(*x.shape[-2:], tile=options.tile, overlap=16, multiple=multiple)
+        own_statistics = blend(plan, tile_outputs(net, x, plan, "cpu"), 1)
     assert torch.equal(staged, layer_by_layer)
     assert len(folders) == spill  # the spilled states went through a temporary folder
     assert not torch.equal(staged, own_statistics)  # the tiles do take statistics from elsewhere
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
 
 
 @pytest.mark.parametrize("name", GENERATORS)
@@ -116,7 +110,7 @@ def _work_of_tiling(ngf: int) -> dict[str, int]:
     net = build_generator(ModelConfig(netG="resnet_9blocks", ngf=ngf)).eval()
     x, options = torch.rand(1, 3, 200, 296) * 2 - 1, TileOptions(tile=128, overlap=16)
     plan = TilePlan.make(200, 296, tile=128, overlap=16, multiple=4)
-    return {"plain": multiply_adds_of_convolutions(net, lambda: blend(plan, tile_outputs(net, x, plan, "cpu", _NoBar()), 1)),
+    return {"plain": multiply_adds_of_convolutions(net, lambda: blend(plan, tile_outputs(net, x, plan, "cpu"), 1)),
             "staged": multiply_adds_of_convolutions(net, lambda: run_tiled(net, x, options=options, multiple=4)),
             "by_layer": multiply_adds_of_convolutions(net, lambda: run_tiled(Opaque(net), x, options=options, multiple=4))
             if ngf < 64 else 0}

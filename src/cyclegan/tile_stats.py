@@ -227,14 +227,20 @@ def _multiply_adds(module: nn.Module, before: torch.Size, after: torch.Size) -> 
 
 @dataclass
 class TileState:
-    """Where one tile is in the program: the activation entering step ``position`` and the saved skips."""
+    """Where one tile is in the program: the activation entering the next step and the saved skips."""
 
     h: torch.Tensor
     skips: list[torch.Tensor] = field(default_factory=list)
     multiply_adds: int = 0  # since the state was last kept
 
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.h, *self.skips]
+
     def elements(self) -> int:
-        return self.h.numel() + sum(s.numel() for s in self.skips)
+        return sum(t.numel() for t in self.tensors())
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors())
 
 
 def run_steps(steps: Sequence[Step], state: TileState, frozen: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> TileState:
@@ -261,10 +267,6 @@ def run_steps(steps: Sequence[Step], state: TileState, frozen: dict[int, tuple[t
     return TileState(h, skips, macs)
 
 
-def _nbytes(tensors: Sequence[torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 class KeptStates:
     """Each tile's kept state: in memory while the kept states stay within ``budget`` bytes, the others
     in files of a temporary folder (the stage-boundary activations of a 12-megapixel image are
@@ -279,22 +281,21 @@ class KeptStates:
 
     def fit_in_memory(self, state: TileState) -> bool:
         """Whether every tile's state of this size fits in the memory budget."""
-        return _nbytes([state.h, *state.skips]) * self.tiles <= self.budget
+        return state.nbytes() * self.tiles <= self.budget
 
     def put(self, index: int, state: TileState) -> None:
         old = self.states.pop(index, None)
         if isinstance(old, TileState):
-            self.in_memory -= _nbytes([old.h, *old.skips])
-        tensors = [state.h, *state.skips]
-        if self.in_memory + _nbytes(tensors) <= self.budget:
+            self.in_memory -= old.nbytes()
+        if self.in_memory + state.nbytes() <= self.budget:
             self.states[index] = TileState(state.h, state.skips)
-            self.in_memory += _nbytes(tensors)
+            self.in_memory += state.nbytes()
             return
         path = self._folder_path() / f"{index}.bin"
         with open(path, "r+b" if path.exists() else "wb") as f:
-            for t in tensors:
+            for t in state.tensors():
                 t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tofile(f)
-        self.states[index] = (path, [(t.dtype, t.shape, t.device) for t in tensors])
+        self.states[index] = (path, [(t.dtype, t.shape, t.device) for t in state.tensors()])
 
     def _folder_path(self) -> Path:
         if self._folder is None:
@@ -309,8 +310,7 @@ class KeptStates:
         tensors = []
         with open(path, "rb") as f:  # one buffer per tensor, so that each is freed when it is used up
             for dtype, shape, device in layout:
-                nbytes = shape.numel() * torch.empty((), dtype=dtype).element_size()
-                raw = torch.from_numpy(np.fromfile(f, dtype=np.uint8, count=nbytes))
+                raw = torch.from_numpy(np.fromfile(f, dtype=np.uint8, count=shape.numel() * dtype.itemsize))
                 tensors.append(raw.view(dtype).reshape(shape).to(device))
         return TileState(tensors[0], tensors[1:])
 
@@ -323,15 +323,14 @@ class KeptStates:
 
 
 def staged_tiles(steps: Sequence[Step], tiles: Sequence[tuple[Core, Callable[[], torch.Tensor]]], *,
-                 on_tile: Callable[[], None] = lambda: None,
-                 budget: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+                 on_tile: Callable[[], None] = lambda: None) -> Iterator[tuple[int, torch.Tensor]]:
     """(tile index, output) for every tile, every instance-norm layer normalised with the statistics of
     its input over all tile cores (``tiles``: each tile's core and a function that loads its input).
 
     The norm layers are measured in order, all tiles running from their kept states to the next norm
     layer; ``on_tile`` is called after every tile of every stage."""
     stops = [i for i, step in enumerate(steps) if step.kind == "norm"]
-    kept, start = KeptStates(len(tiles), budget), 0
+    kept, start = KeptStates(len(tiles)), 0
     frozen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def state_of(index: int) -> TileState:

@@ -14,7 +14,7 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -195,7 +195,7 @@ def run_tiled(net: nn.Module, x: torch.Tensor, *, options: TileOptions, multiple
                 norms.measure_layers(partial(measure_tiles, net, norms, x, plan, device, bar))
             elif norms:
                 norms.measure_whole(net, _downscaled(x, plan.tile_h * plan.tile_w, multiple).to(device))
-            output = blend(plan, tile_outputs(net, x, plan, device, bar), x.shape[0])
+            output = blend(plan, tile_outputs(net, x, plan, device, on_tile=partial(bar.update, 1)), x.shape[0])
     bar.close()
     return output
 
@@ -204,11 +204,12 @@ def _tile_of(x: torch.Tensor, plan: TilePlan, top: int, left: int, device) -> to
     return x[..., top:top + plan.tile_h, left:left + plan.tile_w].to(device)
 
 
-def tile_outputs(net: nn.Module, x: torch.Tensor, plan: TilePlan, device, bar) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
+def tile_outputs(net: nn.Module, x: torch.Tensor, plan: TilePlan, device, *,
+                 on_tile: Callable[[], None] = lambda: None) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
     """((top, left), ``net``'s output) for every tile of ``x``, as ``blend`` takes them."""
     for top, left, _ in plan.tiles():
         yield (top, left), net(_tile_of(x, plan, top, left, device))
-        bar.update(1)
+        on_tile()
 
 
 def blend(plan: TilePlan, outputs: Iterable[tuple[tuple[int, int], torch.Tensor]], batch: int) -> torch.Tensor:
