@@ -185,6 +185,9 @@ def generator_name(checkpoint: Checkpoint, direction: str, *, ema: bool = True) 
     """The stored network that translates ``direction``: its moving average when the run kept one."""
     if direction not in GENERATOR_FOR_DIRECTION:
         raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(GENERATOR_FOR_DIRECTION)}")
+    if direction == "BtoA" and checkpoint.config.model.model == "pix2pix":
+        raise CheckpointError(f"{checkpoint.path} is a pix2pix model: its one generator translates AtoB (trained "
+                              f"with --direction {checkpoint.config.data.direction}); there is no BtoA generator")
     return stored_network(checkpoint, GENERATOR_FOR_DIRECTION[direction], ema=ema)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from .names import (
     BAD_IMAGE_POLICIES, DEVICES, DIRECTIONS, DISCRIMINATOR_NAMES, GAN_MODES, GENERATOR_NAMES, GENERATOR_SIZE_MULTIPLES,
-    INIT_NAMES, LR_POLICIES, MEMORY_FORMATS, NONFINITE_POLICIES, NORM_NAMES, PRECISIONS, PREPROCESS_NAMES, UPSAMPLE_NAMES,
+    INIT_NAMES, LR_POLICIES, MEMORY_FORMATS, MODELS, NONFINITE_POLICIES, NORM_NAMES, PRECISIONS, PREPROCESS_NAMES, UPSAMPLE_NAMES,
 )
 
 CONFIG_VERSION = 1
@@ -37,6 +37,15 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# What --model pix2pix changes beneath the options given (and beneath the recipe's): the official
+# pix2pix defaults (its train_options / pix2pix_model.modify_commandline_options).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cycle_gan": {},
+    "pix2pix": {"netG": "unet_256", "norm": "batch", "no_dropout": False, "gan_mode": "vanilla", "lambda_L1": 100.0,
+                "pool_size": 0, "lambda_identity": 0.0},
+}
+
+
 def option(default: Any, help: str, *, choices: tuple | None = None):
     """A dataclass field carrying its CLI help and choices."""
     return field(default=default, metadata={"help": help, "choices": choices})
@@ -44,8 +53,13 @@ def option(default: Any, help: str, *, choices: tuple | None = None):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of the two generators and two discriminators."""
+    """Architecture of the two generators and two discriminators (pix2pix: one of each)."""
 
+    model: str = option(
+        "cycle_gan", "what is trained: cycle_gan = two generators and two discriminators on unpaired trainA/ and "
+        "trainB/ (the paper); pix2pix = one generator and a conditional discriminator on aligned pairs (train/ of "
+        "side-by-side A|B images, or trainA/ + trainB/ matched by file name), with the official pix2pix defaults "
+        "beneath the options given: unet_256, batch norm, dropout, vanilla GAN, lambda_L1 100, no pool", choices=MODELS)
     input_nc: int = option(3, "channels of domain A images (1 = grayscale, 3 = RGB)", choices=(1, 3))
     output_nc: int = option(3, "channels of domain B images (1 = grayscale, 3 = RGB)", choices=(1, 3))
     netG: str = option("resnet_9blocks", "generator: resnet_9blocks (256 px), resnet_6blocks (128 px), "
@@ -134,6 +148,11 @@ class TrainConfig:
         "(this batch with the history pool) are pulled to those of the target domain's training images. It "
         "corrects the GAN's slow, biased drift on tone and colour, but also learns any colour difference between "
         "the two domains' content; 0 = off (the paper and the fast recipe; the demo uses 3)")
+    lambda_L1: float = option(100.0, "pix2pix: weight of the L1 loss between G(A) and its partner B")
+    lambda_paired: float = option(
+        0.0, "cycle_gan: weight of an L1 loss on the training images of A whose partner is known (a file of the same "
+        "name in trainB/): lambda_paired (|G(a) - b| + |F(b) - a|), on those images only; semi-supervised training "
+        "with a few pairs (0 = off, the paper)")
     lambda_gp: float = option(10.0, "wgangp: weight of the gradient penalty, applied to both discriminators "
                                     "(the official code defines it but never calls it)")
     pool_size: int = option(50, "generated images kept in each discriminator's history pool (0 = none)")
@@ -263,7 +282,10 @@ def build_experiment(flat: dict[str, Any], base: ExperimentConfig | None = None)
         recipe = flat.get("recipe", ExperimentConfig().train.recipe)
         if recipe not in RECIPES:
             raise ValueError(f"option 'recipe' must be one of {', '.join(RECIPES)}; got {recipe!r}")
-        flat = {**RECIPES[recipe], **flat}
+        model = flat.get("model", ModelConfig().model)
+        if model not in MODEL_DEFAULTS:
+            raise ValueError(f"option 'model' must be one of {', '.join(MODEL_DEFAULTS)}; got {model!r}")
+        flat = {**MODEL_DEFAULTS[model], **RECIPES[recipe], **flat}
     base = base or ExperimentConfig()
     parts: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     top: dict[str, Any] = {}
@@ -351,8 +373,24 @@ def validate(config: ExperimentConfig) -> None:
         raise ValueError(f"--colour_path must be 0 (none) or a positive number of channels, got {m.colour_path}")
     if t.lambda_identity > 0 and m.input_nc != m.output_nc:
         raise ValueError("the identity loss needs input_nc == output_nc; set --lambda_identity 0")
+    validate_model(config)
     if not config.name or "/" in config.name or config.name in (".", ".."):
         raise ValueError(f"--name must be a plain folder name, got {config.name!r}")
+
+
+def validate_model(config: ExperimentConfig) -> None:
+    """The options that only one --model has."""
+    t = config.train
+    for key in ("lambda_L1", "lambda_paired"):
+        if getattr(t, key) < 0:
+            raise ValueError(f"option {key!r} must not be negative, got {getattr(t, key)}")
+    if config.model.model != "pix2pix":
+        return
+    cycle_only = {"lambda_identity": t.lambda_identity, "lambda_colour": t.lambda_colour, "lambda_paired": t.lambda_paired}
+    given = [key for key, value in cycle_only.items() if value > 0]
+    if given:
+        raise ValueError(f"--model pix2pix has no {', '.join(given)} (CycleGAN losses: pix2pix learns from the pairs "
+                         f"through lambda_L1); set {' and '.join(f'--{k} 0' for k in given)}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Preparing training images (resize, crop, flip) and the unpaired dataset of two image folders.
+"""Preparing training images (resize, crop, flip); the unpaired dataset of two image folders, and the
+paired one of pix2pix (side-by-side A|B images, or two folders matched by file name).
 
 Randomness is a pure function of (seed, epoch, index): each sample seeds its own
 ``torch.Generator``, so loading in worker processes and resuming mid-epoch give the same images.
@@ -45,6 +46,13 @@ class Preprocess:
         if self.flip and torch.rand((), generator=generator).item() < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         return to_tensor(image)
+
+    def pair(self, a: Image.Image, b: Image.Image, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both images with the same resize, crop and flip (b is first resized to a's size when they differ)."""
+        if b.size != a.size:
+            b = b.resize(a.size, Image.BICUBIC)
+        replay = torch.Generator().set_state(generator.get_state())
+        return self(a, generator), self(b, replay)
 
     def _random_crop(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
         width, height = image.size
@@ -93,10 +101,14 @@ class UnpairedDataset(torch.utils.data.Dataset):
         channels_b: int = 3,
         serial: bool = False,
         seed: int = 0,
+        partners: dict[Path, Path] | None = None,
     ):
+        """``partners`` {A image: its known partner in B}: items then carry ``partner_b`` (with A's crop and
+        flip; zeros where unknown) and ``has_partner``, for --lambda_paired."""
         if not paths_a or not paths_b:
             raise ValueError("both domains need at least one image")
         self.paths_a, self.paths_b = list(paths_a), list(paths_b)
+        self.partners = partners
         self.preprocess = preprocess
         self.channels_a, self.channels_b = channels_a, channels_b
         self.serial, self.seed = serial, seed
@@ -119,9 +131,25 @@ class UnpairedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+        before_a = generator.get_state()
         a, path_a = self._load(self.paths_a, int(self.order_a[index]), self.channels_a, generator)
+        item = {}
+        if self.partners is not None:
+            item = self._partner(path_a, a, torch.Generator().set_state(before_a))
         b, path_b = self._load(self.paths_b, int(self.order_b[index]), self.channels_b, generator)
-        return {"A": a, "B": b, "A_path": str(path_a), "B_path": str(path_b)}
+        return {"A": a, "B": b, "A_path": str(path_a), "B_path": str(path_b), **item}
+
+    def _partner(self, path_a: Path, a: torch.Tensor, replay: torch.Generator) -> dict:
+        """A's known partner in B, prepared with A's crop and flip (``replay`` repeats A's draws)."""
+        path_b = self.partners.get(path_a)
+        if path_b is not None:
+            try:
+                _, b = self.preprocess.pair(load_image(path_a, channels=self.channels_a),
+                                            load_image(path_b, channels=self.channels_b), replay)
+                return {"partner_b": match_channels(b, self.channels_b), "has_partner": True}
+            except ImageReadError as exc:
+                log.warning("leaving out the pair %s / %s: %s", path_a, path_b, exc)
+        return {"partner_b": a.new_zeros((self.channels_b, *a.shape[1:])), "has_partner": False}
 
     def spread_sample(self, domain: str, count: int, seed: int):
         """Up to ``count`` preprocessed images (C, H, W) of domain ``"a"`` or ``"b"``, spread evenly over its files."""
@@ -139,6 +167,80 @@ class UnpairedDataset(torch.utils.data.Dataset):
             except ImageReadError as exc:
                 log.warning("skipping %s: %s", path, exc)
         raise ImageReadError(f"no readable image among {len(paths)} files, e.g. {paths[0]}")
+
+
+class PairedDataset(torch.utils.data.Dataset):
+    """Aligned pairs (a, b) for pix2pix, with the same resize, crop and flip for both.
+
+    ``pairs`` are (A file, B file), or (A|B file, None) for one image holding A on its left half and B
+    on its right (the official aligned layout; ``swap`` takes B as the input, --direction BtoA).
+    Items are ordered at random per epoch (``serial``: in order); call ``set_epoch`` before each epoch.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[Path, Path | None]], *, preprocess: Preprocess, channels_a: int = 3,
+                 channels_b: int = 3, swap: bool = False, serial: bool = False, seed: int = 0):
+        if not pairs:
+            raise ValueError("a paired dataset needs at least one pair")
+        self.pairs = list(pairs)
+        self.preprocess, self.swap = preprocess, swap
+        self.channels_a, self.channels_b = channels_a, channels_b
+        self.serial, self.seed = serial, seed
+        self.set_epoch(1)
+
+    @property
+    def paths_a(self) -> list[Path]:
+        return [a for a, _ in self.pairs]
+
+    @property
+    def paths_b(self) -> list[Path]:
+        return [b if b is not None else a for a, b in self.pairs]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -1))
+        self.order = torch.arange(len(self)) if self.serial else torch.randperm(len(self), generator=generator)
+
+    def __getitem__(self, index: int) -> dict:
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+        start = int(self.order[index])
+        for attempt in range(len(self.pairs)):
+            pair = self.pairs[(start + attempt) % len(self.pairs)]
+            try:
+                a, b = self.preprocess.pair(*self._images(pair), generator)
+            except ImageReadError as exc:
+                log.warning("skipping the pair %s: %s", " / ".join(str(p) for p in pair if p is not None), exc)
+                continue
+            path_a, path_b = pair[0], pair[1] or pair[0]
+            return {"A": match_channels(a, self.channels_a), "B": match_channels(b, self.channels_b),
+                    "A_path": str(path_a), "B_path": str(path_b)}
+        raise ImageReadError(f"no readable pair among {len(self.pairs)}, e.g. {self.pairs[0][0]}")
+
+    def spread_sample(self, domain: str, count: int, seed: int):
+        """Up to ``count`` preprocessed images of domain ``"a"`` or ``"b"``, spread evenly over the pairs."""
+        generator = torch.Generator().manual_seed(seed)
+        for index in range(0, len(self.pairs), max(1, len(self.pairs) // count)):
+            a, b = self.preprocess.pair(*self._images(self.pairs[index]), generator)
+            yield match_channels(a, self.channels_a) if domain == "a" else match_channels(b, self.channels_b)
+
+    def _images(self, pair: tuple[Path, Path | None]) -> tuple[Image.Image, Image.Image]:
+        return pair_images(pair, channels_a=self.channels_a, channels_b=self.channels_b, swap=self.swap)
+
+
+def pair_images(pair: tuple[Path, Path | None], *, channels_a: int = 3, channels_b: int = 3,
+                swap: bool = False) -> tuple[Image.Image, Image.Image]:
+    """(input, target) images of a pair: two files, or the left and right halves of one (swapped with ``swap``)."""
+    first, second = pair
+    if second is not None:
+        return load_image(first, channels=channels_a), load_image(second, channels=channels_b)
+    both = load_image(first, channels=3 if 3 in (channels_a, channels_b) else 1)
+    width, height = both.size
+    if width < 2:
+        raise ImageReadError(f"{first} is {width} pixel wide: no A|B halves to split")
+    left, right = both.crop((0, 0, width // 2, height)), both.crop((width // 2, 0, width, height))
+    return (right, left) if swap else (left, right)
 
 
 def domain_folders(dataroot: str | Path, phase: str, direction: str) -> tuple[Path, Path]:
@@ -161,6 +263,7 @@ def unpaired_dataset_from_folders(
     seed: int = 0,
     on_bad_image: str = "skip",
     bad_images: list[tuple[Path, str]] | None = None,
+    with_partners: bool = False,
 ) -> UnpairedDataset:
     """The dataset of ``dataroot/<phase>A`` and ``<phase>B``, with errors that say what to fix.
 
@@ -187,7 +290,102 @@ def unpaired_dataset_from_folders(
         if bad_images is not None:
             bad_images.extend(bad)
         domains.append(paths)
+    folders = domain_folders(root, phase, direction)
+    partners = partners_by_name(domains[0], domains[1], *folders) if with_partners else None
+    if with_partners and not partners:
+        raise ValueError(f"--lambda_paired needs known pairs, but no image of {folders[0]} has a partner of the same "
+                         f"name in {folders[1]}")
     return UnpairedDataset(
         domains[0], domains[1], preprocess=preprocess, channels_a=channels_a, channels_b=channels_b,
-        serial=serial, seed=seed,
+        serial=serial, seed=seed, partners=partners,
     )
+
+
+def paired_dataset_from_folders(
+    dataroot: str | Path,
+    *,
+    phase: str = "train",
+    direction: str = "AtoB",
+    preprocess: Preprocess,
+    channels_a: int = 3,
+    channels_b: int = 3,
+    serial: bool = False,
+    max_dataset_size: int = 0,
+    seed: int = 0,
+    on_bad_image: str = "skip",
+    bad_images: list[tuple[Path, str]] | None = None,
+) -> PairedDataset:
+    """The pairs of ``dataroot/<phase>/`` (side-by-side A|B images, the official aligned layout) or, when that
+    folder is absent, of ``<phase>A/`` and ``<phase>B/`` matched by file name (extensions may differ).
+
+    Bad images are left out as in ``unpaired_dataset_from_folders``; an image whose partner is missing is
+    reported the same way (appended to ``bad_images``) and left out, or with ``on_bad_image="fail"`` stops.
+    """
+    min_side = preprocess.crop_size if preprocess.mode == "crop" else 0
+    pairs, bad, swap = find_pairs(dataroot, phase=phase, direction=direction, max_count=max_dataset_size,
+                                  min_side=min_side, on_bad=on_bad_image)
+    if bad_images is not None:
+        bad_images.extend(bad)
+    return PairedDataset(pairs, preprocess=preprocess, channels_a=channels_a, channels_b=channels_b, swap=swap,
+                         serial=serial, seed=seed)
+
+
+def find_pairs(dataroot: str | Path, *, phase: str = "train", direction: str = "AtoB", max_count: int = 0,
+               min_side: int = 0, on_bad: str = "skip") -> tuple[list[tuple[Path, Path | None]], list[tuple[Path, str]], bool]:
+    """(pairs, [(bad path, problem)], swap) of ``dataroot/<phase>/`` (side-by-side A|B images, the official
+    aligned layout; swap = B is the input) or, when that folder is absent, of ``<phase>A/`` and ``<phase>B/``
+    matched by file name (extensions may differ)."""
+    root = Path(dataroot)
+    if not str(dataroot) or not root.is_dir():
+        raise FileNotFoundError(f"dataroot {root} does not exist; pass --dataroot with {phase}/ (A|B side by side) "
+                                f"or {phase}A/ and {phase}B/ (matched by name)")
+    if (root / phase).is_dir():
+        paths = find_images(root / phase, max_count=max_count)
+        if not paths:
+            raise FileNotFoundError(f"{root / phase} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        good, bad = scan_images(paths, min_side=min_side, on_bad=on_bad)
+        pairs: list[tuple[Path, Path | None]] = [(path, None) for path in good]
+        swap = direction == "BtoA"
+    else:
+        folders = domain_folders(root, phase, direction)
+        for folder in folders:
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{root} holds neither {phase}/ (A|B side by side) nor {phase}A/ and "
+                                        f"{phase}B/ (pairs matched by name): {folder} is missing")
+        pairs, bad = matched_pairs(*folders, max_count=max_count, min_side=min_side, on_bad=on_bad)
+        swap = False
+    if not pairs:
+        raise FileNotFoundError(f"{root} holds no usable pair for {phase}" + (f": all {len(bad)} failed, e.g. "
+                                f"{bad[0][0]}: {bad[0][1]}" if bad else ""))
+    return pairs, bad, swap
+
+
+def matched_pairs(folder_a: Path, folder_b: Path, *, max_count: int = 0, min_side: int = 0, on_bad: str = "skip"):
+    """([(a, b)], [(bad path, problem)]): the images of two folders paired by relative path without extension."""
+    by_stem = {path.relative_to(folder_b).with_suffix(""): path for path in find_images(folder_b)}
+    pairs, bad = [], []
+    used = set()
+    for path in find_images(folder_a, max_count=max_count):
+        stem = path.relative_to(folder_a).with_suffix("")
+        partner = by_stem.get(stem)
+        if partner is None:
+            problem = f"no partner named {stem}.* in {folder_b}"
+            if on_bad == "fail":
+                raise ImageReadError(f"{path}: {problem} (--on_bad_image skip leaves such files out)")
+            bad.append((path, problem))
+            continue
+        used.add(stem)
+        good, problems = scan_images([path, partner], min_side=min_side, on_bad=on_bad)
+        if len(good) == 2:
+            pairs.append((path, partner))
+        bad.extend(problems)
+    if not max_count:
+        bad += [(path, f"no partner named {stem}.* in {folder_a}") for stem, path in by_stem.items() if stem not in used]
+    return pairs, bad
+
+
+def partners_by_name(paths_a: Sequence[Path], paths_b: Sequence[Path], folder_a: Path, folder_b: Path) -> dict[Path, Path]:
+    """{A image: the B image of the same relative path without extension}, for --lambda_paired."""
+    by_stem = {path.relative_to(folder_b).with_suffix(""): path for path in paths_b}
+    found = {path: by_stem.get(path.relative_to(folder_a).with_suffix("")) for path in paths_a}
+    return {a: b for a, b in found.items() if b is not None}

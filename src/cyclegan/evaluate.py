@@ -102,12 +102,16 @@ class Features:
 def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=None, max_images: int = 0,
                  device: str | None = None, show_progress: bool = False, fid: bool = True, feature_net=None,
                  inception_weights=None, cache_dir=None, tiles: TileOptions = TileOptions(), engine: str = "torch",
-                 precision: str = "fp32") -> dict:
+                 precision: str = "fp32", train_mode: bool = False) -> dict:
     """Translate the test split and measure it; writes and returns ``RUN/eval_<epoch>.json``'s content.
 
     Per direction: the cycle-consistency L1 |F(G(a)) - a| in [0, 255] units and, with ``truth``
     (a folder of files named like the inputs; for AtoB, or for BtoA when that is the only
     direction), PSNR, SSIM and L1 against it. Every image at its own size.
+
+    A pix2pix checkpoint is measured on its test pairs (``heldout.test_pairs``; ``truth``, when given, is
+    the folder of partners for testA/): PSNR, SSIM and L1 against each partner, FID/KID against the
+    partners, no cycle L1 (``train_mode``: see ``Translator``).
     """
     import json
 
@@ -122,17 +126,26 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
     checkpoint = Checkpoint(checkpoint)
     config = checkpoint.config
     root = Path(dataroot or config.data.dataroot)
-    translators = {d: Translator.on_engine(checkpoint, d, engine=engine, precision=precision, device=device, tiles=tiles)
-                   for d in DIRECTIONS}
+    paired = config.model.model == "pix2pix"
+    if paired and direction == "BtoA":
+        raise ValueError(f"{checkpoint.path} is a pix2pix model: it translates AtoB only")
+    translators = {d: Translator.on_engine(checkpoint, d, engine=engine, precision=precision, device=device, tiles=tiles,
+                                           train_mode=train_mode)
+                   for d in (("AtoB",) if paired else DIRECTIONS)}
     features = None
     if fid:
         on = translators["AtoB"].device
         net, weights_id = _feature_network(feature_net, inception_weights, on)
         features = Features(net, weights_id, Path(cache_dir or default_cache_dir()), on)
-    split = TestSplit.find(root, data_direction=config.data.direction, directions=directions, max_images=max_images,
-                           require=True)
     results, counts = {}, {}
-    for d, paths in split.images.items():
+    if paired:
+        results["AtoB"] = _measure_pairs(translators["AtoB"], checkpoint, root, truth=truth, max_images=max_images,
+                                         features=features, show_progress=show_progress)
+        counts["AtoB"] = results["AtoB"]["images"]
+    else:
+        split = TestSplit.find(root, data_direction=config.data.direction, directions=directions,
+                               max_images=max_images, require=True)
+    for d, paths in ({} if paired else split.images).items():
         bar = progress(None, total=len(paths), description=f"evaluate {d}", enabled=show_progress, unit="img")
         results[d] = _measure_direction(translators[d], translators[other_direction(d)], paths, folder=split.folders[d],
                                         truth_dir=Path(truth) if truth and d == directions[0] else None, bar=bar,
@@ -199,6 +212,37 @@ def _measure_direction(forward, back, paths, *, folder: Path, truth_dir: Path | 
     return result
 
 
+def _measure_pairs(translator, checkpoint, root: Path, *, truth, max_images: int, features: Features | None,
+                   show_progress: bool) -> dict:
+    """A pix2pix generator's scores against the partners of its test pairs."""
+    from .heldout import test_pairs, translated_pairs
+    from .tracking import progress
+
+    pairs, swap, folder = test_pairs(checkpoint, root, max_images=max_images, truth=truth)
+    scores, fakes, truths = {"psnr_db": [], "ssim": [], "l1_255": []}, [], []
+    bar = progress(None, total=len(pairs), description="evaluate AtoB", enabled=show_progress, unit="img")
+    for pair, _, fake, target in translated_pairs(translator, pairs, swap=swap,
+                                                  channels_b=checkpoint.config.model.output_nc):
+        if target.shape != fake.shape:
+            raise ValueError(f"ground truth {pair[1] or pair[0]} is {tuple(target.shape)}, the translation of "
+                             f"{pair[0]} is {tuple(fake.shape)} (C, H, W)")
+        scores["psnr_db"].append(psnr(fake, target))
+        scores["ssim"].append(ssim(fake, target))
+        scores["l1_255"].append(l1_255(fake, target))
+        if features is not None:
+            fakes.append(tensor_features(features.net, [fake.clamp(-1, 1)], device=features.device))
+            truths.append(tensor_features(features.net, [target], device=features.device))
+        bar.update(1)
+    bar.close()
+    result = {"images": len(pairs), "cycle_l1_255": None,
+              "truth": {"dir": str(truth or folder), "matched": len(pairs), "missing": 0,
+                        **{k: float(np.mean(v)) for k, v in scores.items()}}}
+    if features is not None:
+        result.update(distribution_metrics(np.concatenate(truths), np.concatenate(fakes),
+                                           seed=checkpoint.config.train.seed))
+    return result
+
+
 def flatten_results(results: dict) -> dict[str, float]:
     """{"AtoB_fid": ..., "AtoB_cycle_l1_255": ..., "AtoB_psnr_db": ...} from ``evaluate_run``'s results."""
     flat = {}
@@ -221,7 +265,8 @@ def format_report(report: dict) -> str:
         truth = f"{t['psnr_db']:8.2f} {t['ssim']:6.3f} {t['l1_255']:6.2f}" if t else f"{'-':>8s} {'-':>6s} {'-':>6s}"
         dist = (f"{r['fid']:8.2f} {r['kid'] * 1000:7.2f} ± {r['kid_std_error'] * 1000:4.2f}" if "fid" in r
                 else f"{'-':>8s} {'-':>14s}")
-        lines.append(f"{direction:10s} {r['images']:7d} {dist} {r['cycle_l1_255']:9.2f} {truth}")
+        cycle = f"{r['cycle_l1_255']:9.2f}" if r.get("cycle_l1_255") is not None else f"{'-':>9s}"
+        lines.append(f"{direction:10s} {r['images']:7d} {dist} {cycle} {truth}")
     lines.append("(FID/KID against the real test images of the target domain; L1 in [0, 255] units; "
                  "PSNR, SSIM and L1 against --truth)")
     return "\n".join(lines)

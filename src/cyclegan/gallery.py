@@ -149,8 +149,10 @@ def line_plot_svg(series: dict[str, tuple[Sequence[float], Sequence[float]]], *,
 # ---- the training page ----------------------------------------------------------------------
 
 LOSS_PLOTS = {
-    "gan": ("adversarial losses of the generators", ("G_A", "G_B")),
-    "discriminators": ("discriminator losses", ("D_A", "D_B")),
+    "gan": ("adversarial losses of the generators", ("G_A", "G_B", "G_GAN")),
+    "discriminators": ("discriminator losses", ("D_A", "D_B", "D_real", "D_fake")),
+    "l1": ("pix2pix L1 loss to the partner", ("G_L1",)),
+    "paired": ("paired L1 losses on the known pairs", ("paired_A", "paired_B")),
     "cycle": ("cycle-consistency losses", ("cycle_A", "cycle_B")),
     "identity": ("identity losses", ("idt_A", "idt_B")),
     "colour": ("colour-moment losses", ("colour_A", "colour_B")),

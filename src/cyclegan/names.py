@@ -21,8 +21,13 @@ BAD_IMAGE_POLICIES = ("skip", "fail")  # --on_bad_image
 NONFINITE_POLICIES = ("stop", "skip")  # --on_nonfinite
 PREPROCESS_NAMES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 
+# What is trained: cycle_gan (two generators, two discriminators, unpaired data) or pix2pix (one generator
+# and one conditional discriminator, aligned pairs).
+MODELS = ("cycle_gan", "pix2pix")
 # The four trained networks (a checkpoint may add the generators' moving averages, ``<name>_ema``).
 NETWORK_NAMES = ("g_ab", "g_ba", "d_a", "d_b")
+# pix2pix trains G (stored as g_ab: it translates AtoB) and a conditional D (d_b: it judges B given A).
+PIX2PIX_NETWORK_NAMES = ("g_ab", "d_b")
 # A direction names the generator that translates it: AtoB is G_A (g_ab), BtoA is G_B (g_ba).
 GENERATOR_FOR_DIRECTION = {"AtoB": "g_ab", "BtoA": "g_ba"}
 DIRECTIONS = tuple(GENERATOR_FOR_DIRECTION)

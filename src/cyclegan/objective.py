@@ -14,20 +14,28 @@ d_a        D_X             netD_B              judges domain A: real_a vs fake_a
 The eight logged losses keep the official names: ``G_A`` = GAN(d_b(fake_b)), ``D_A`` = loss of
 d_b, ``cycle_A`` = lambda_A |g_ba(g_ab(a)) - a|, ``idt_A`` = lambda_identity lambda_B |g_ab(b) - b|,
 and the mirror images ``G_B``, ``D_B`` (d_a), ``cycle_B``, ``idt_B``.
+
+``Pix2Pix`` is the paired objective of the official pix2pix model: one generator (g_ab, the official
+netG) and a conditional discriminator (d_b, netD) that sees the input and an output stacked, with
+the losses ``G_GAN``, ``G_L1``, ``D_real`` and ``D_fake``. Its discriminator is updated before its
+generator, as the official ``optimize_parameters`` does.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .config import ExperimentConfig
 from .losses import GANLoss, colour_moment_loss, cycle_loss, gradient_penalty, identity_loss
 from .models import build_discriminator, generator_for
-from .names import NETWORK_NAMES
+from .names import NETWORK_NAMES, PIX2PIX_NETWORK_NAMES
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
 COLOUR_LOSS_NAMES = ("colour_A", "colour_B")  # with --lambda_colour: G_A's fakes against B's moments, G_B's against A's
+PAIRED_LOSS_NAMES = ("paired_A", "paired_B")  # with --lambda_paired: |G(a) - b| and |F(b) - a| on known pairs
+PIX2PIX_LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
 
 
 def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
@@ -38,6 +46,14 @@ def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
 
 class CycleGAN(nn.Module):
     """The four networks and the losses that tie them together."""
+
+    network_names = NETWORK_NAMES
+    generator_names = ("g_ab", "g_ba")
+    discriminator_names = ("d_a", "d_b")
+    loss_names = LOSS_NAMES + COLOUR_LOSS_NAMES + PAIRED_LOSS_NAMES  # those the configuration computes
+    plateau_losses = ("cycle_A", "cycle_B")  # their epoch mean drives --lr_policy plateau
+    sample_rows = (("real_a", "fake_b", "rec_a"), ("real_b", "fake_a", "rec_b"))
+    discriminator_first = False
 
     def __init__(
         self,
@@ -52,16 +68,18 @@ class CycleGAN(nn.Module):
         lambda_identity: float = 0.5,
         lambda_gp: float = 10.0,
         lambda_colour: float = 0.0,
+        lambda_paired: float = 0.0,
     ):
         super().__init__()
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
+        self.lambda_paired = lambda_paired
         self.gan_loss = GANLoss(gan_mode)
         self.lambda_a, self.lambda_b, self.lambda_identity = lambda_a, lambda_b, lambda_identity
         self.lambda_gp = lambda_gp
         self.lambda_colour = lambda_colour
 
     def networks(self) -> dict[str, nn.Module]:
-        return {name: getattr(self, name) for name in NETWORK_NAMES}
+        return {name: getattr(self, name) for name in self.network_names}
 
     def translate_both(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """fake_b = G(a), rec_a = F(G(a)), fake_a = F(b), rec_b = G(F(b))."""
@@ -92,7 +110,20 @@ class CycleGAN(nn.Module):
                 raise ValueError("lambda_colour > 0 needs the domains' colour moments (Trainer.set_colour_targets)")
             losses["colour_A"] = colour_moment_loss(images["fake_b"], *colour["b"], self.lambda_colour)
             losses["colour_B"] = colour_moment_loss(images["fake_a"], *colour["a"], self.lambda_colour)
+        if self.lambda_paired > 0:
+            losses.update(self.paired_losses(images))
         return losses
+
+    def paired_losses(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """lambda_paired |G(a) - b| and lambda_paired |F(b) - a| over the batch items whose partner b is known
+        (``images["partner_b"]``, ``images["has_partner"]``); zero when none is."""
+        known = images.get("has_partner")
+        if known is None or not bool(known.any()):
+            zero = images["real_a"].new_zeros(())
+            return {"paired_A": zero, "paired_B": zero}
+        real_a, partner = images["real_a"][known], images["partner_b"][known]
+        return {"paired_A": cycle_loss(images["fake_b"][known], partner, self.lambda_paired),
+                "paired_B": cycle_loss(self.g_ba(partner), real_a, self.lambda_paired)}
 
     def discriminator_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """0.5 * (GAN(D(real), real) + GAN(D(fake), fake)), with ``fake`` detached from its generator;
@@ -116,9 +147,12 @@ class GeneratorSide(nn.Module):
         self.g_ab, self.g_ba = model.g_ab, model.g_ba
         self._model = [model]  # a plain list: the discriminators must not become this module's parameters
 
-    def forward(self, real_a: torch.Tensor, real_b: torch.Tensor, colour: dict | None = None):
+    def forward(self, real_a: torch.Tensor, real_b: torch.Tensor, colour: dict | None = None,
+                partners: dict[str, torch.Tensor] | None = None):
+        """``partners``: {"partner_b": the known partners of real_a (any value where unknown), "has_partner": a
+        boolean per item}, for --lambda_paired."""
         model = self._model[0]
-        images = model.translate_both(real_a, real_b)
+        images = {**model.translate_both(real_a, real_b), **(partners or {})}
         return images, model.generator_losses(images, colour)
 
 
@@ -136,6 +170,75 @@ class DiscriminatorSide(nn.Module):
                 "D_B": model.discriminator_loss(self.d_a, real_a, fake_a)}
 
 
+class Pix2Pix(nn.Module):
+    """The official pix2pix objective (Isola et al. 2017): G translates A into B; D judges (a, b) stacked.
+
+    D = 0.5 (GAN(D(a, G(a)), fake) + GAN(D(a, b), real)); G = GAN(D(a, G(a)), real) + lambda_L1 |G(a) - b|.
+    """
+
+    network_names = PIX2PIX_NETWORK_NAMES
+    generator_names = ("g_ab",)
+    discriminator_names = ("d_b",)
+    loss_names = PIX2PIX_LOSS_NAMES
+    plateau_losses = ("G_L1",)
+    sample_rows = (("real_a", "fake_b", "real_b"),)
+    discriminator_first = True
+
+    def __init__(self, g_ab: nn.Module, d_b: nn.Module, *, gan_mode: str = "vanilla", lambda_l1: float = 100.0,
+                 lambda_gp: float = 10.0):
+        super().__init__()
+        self.g_ab, self.d_b = g_ab, d_b
+        self.gan_loss = GANLoss(gan_mode)
+        self.lambda_l1, self.lambda_gp = lambda_l1, lambda_gp
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in self.network_names}
+
+    def generator_losses(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """G_GAN = GAN(D(a, G(a)), real) and G_L1 = lambda_L1 |G(a) - b| (the discriminator held fixed)."""
+        fake_ab = torch.cat([images["real_a"], images["fake_b"]], 1)
+        return {"G_GAN": self.gan_loss(self.d_b(fake_ab), True),
+                "G_L1": self.lambda_l1 * F.l1_loss(images["fake_b"], images["real_b"])}
+
+    def discriminator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_ab: torch.Tensor) -> dict[str, torch.Tensor]:
+        """D_fake on the (pooled) stacked fake pair, detached, then D_real on (a, b): the official order."""
+        fake_ab = fake_ab.detach()
+        real_ab = torch.cat([real_a, real_b], 1)
+        losses = {"D_fake": self.gan_loss(self.d_b(fake_ab), False), "D_real": self.gan_loss(self.d_b(real_ab), True)}
+        if self.gan_loss.mode == "wgangp":
+            losses["D_gp"] = gradient_penalty(self.d_b, real_ab, fake_ab, weight=self.lambda_gp)
+        return losses
+
+    @staticmethod
+    def discriminator_total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        return 0.5 * (losses["D_fake"] + losses["D_real"]) + losses.get("D_gp", 0.0)
+
+
+class ConditionalDiscriminatorSide(nn.Module):
+    """pix2pix's discriminator losses in one forward (one forward per backward, for DistributedDataParallel)."""
+
+    def __init__(self, model: Pix2Pix):
+        super().__init__()
+        self.d_b = model.d_b
+        self._model = [model]
+
+    def forward(self, real_a, real_b, fake_ab) -> dict[str, torch.Tensor]:
+        return self._model[0].discriminator_losses(real_a, real_b, fake_ab)
+
+
+def build_objective(config: ExperimentConfig) -> CycleGAN | Pix2Pix:
+    """The objective ``config.model.model`` names, with freshly initialised networks."""
+    return build_pix2pix(config) if config.model.model == "pix2pix" else build_cyclegan(config)
+
+
+def build_pix2pix(config: ExperimentConfig) -> Pix2Pix:
+    """G: input_nc -> output_nc; D judges input_nc + output_nc channels (init draws from torch's global RNG,
+    G first, as the official model)."""
+    m, t = config.model, config.train
+    return Pix2Pix(generator_for(m, "AtoB"), build_discriminator(m, in_channels=m.input_nc + m.output_nc),
+                   gan_mode=t.gan_mode, lambda_l1=t.lambda_L1, lambda_gp=t.lambda_gp)
+
+
 def build_cyclegan(config: ExperimentConfig) -> CycleGAN:
     """Freshly initialised networks for ``config`` (init draws from torch's global RNG)."""
     m, t = config.model, config.train
@@ -150,4 +253,5 @@ def build_cyclegan(config: ExperimentConfig) -> CycleGAN:
         lambda_identity=t.lambda_identity,
         lambda_gp=t.lambda_gp,
         lambda_colour=t.lambda_colour,
+        lambda_paired=t.lambda_paired,
     )

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from .checkpoint import LATEST, save_checkpoint
-from .data import Preprocess, UnpairedDataset, unpaired_dataset_from_folders
+from .data import PairedDataset, Preprocess, UnpairedDataset, paired_dataset_from_folders, unpaired_dataset_from_folders
 from .devices import data_workers, describe_data_workers
 from .gallery import write_training_page
 from .tracking import MetricsLog, TensorBoardLog, atomic_write_text, format_losses, image_grid, progress
@@ -31,7 +31,7 @@ HIGHER_IS_BETTER = ("psnr_db", "ssim")
 Evaluate = Callable[[Trainer], dict[str, float]]
 
 
-def fit(trainer: Trainer, dataset: UnpairedDataset | None = None, *, show_progress: bool = True,
+def fit(trainer: Trainer, dataset: UnpairedDataset | PairedDataset | None = None, *, show_progress: bool = True,
         callback: Callable[[Trainer], bool] | None = None, evaluate: Evaluate | None = None) -> Path:
     """Train until the last epoch (or ``max_iters``); returns the run folder.
 
@@ -46,25 +46,32 @@ def fit(trainer: Trainer, dataset: UnpairedDataset | None = None, *, show_progre
     return _Loop(trainer, dataset, show_progress=show_progress, callback=callback, evaluate=evaluate).run()
 
 
-def make_dataset(trainer: Trainer) -> UnpairedDataset:
-    """The training images, checked up front; bad ones are listed in RUN/bad_images.txt."""
+def make_dataset(trainer: Trainer) -> UnpairedDataset | PairedDataset:
+    """The training images, checked up front; bad ones (and, for pairs, images without a partner) are
+    listed in RUN/bad_images.txt."""
     d, m = trainer.config.data, trainer.config.model
     bad: list[tuple[Path, str]] = []
-    dataset = unpaired_dataset_from_folders(
-        d.dataroot, phase="train", direction=d.direction,
-        preprocess=Preprocess(d.preprocess, d.load_size, d.crop_size, flip=not d.no_flip),
-        channels_a=m.input_nc, channels_b=m.output_nc, serial=d.serial_batches,
-        max_dataset_size=d.max_dataset_size, seed=trainer.config.train.seed,
-        on_bad_image=d.on_bad_image, bad_images=bad,
-    )
+    options = dict(phase="train", direction=d.direction,
+                   preprocess=Preprocess(d.preprocess, d.load_size, d.crop_size, flip=not d.no_flip),
+                   channels_a=m.input_nc, channels_b=m.output_nc, serial=d.serial_batches,
+                   max_dataset_size=d.max_dataset_size, seed=trainer.config.train.seed,
+                   on_bad_image=d.on_bad_image, bad_images=bad)
+    if m.model == "pix2pix":
+        dataset = paired_dataset_from_folders(d.dataroot, **options)
+    else:
+        dataset = unpaired_dataset_from_folders(d.dataroot, with_partners=trainer.config.train.lambda_paired > 0,
+                                                **options)
+    if getattr(dataset, "partners", None):
+        log.info("--lambda_paired: %d of %d images of A have a known partner in B", len(dataset.partners),
+                 len(dataset.paths_a))
     listing = trainer.run_dir / "bad_images.txt"
     if not trainer.dist.is_main:
         return dataset
     if bad:
         trainer.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(listing, "".join(f"{path}\t{problem}\n" for path, problem in bad))
-        log.warning("skipped %d of %d training images that cannot be used; they are listed in %s",
-                    len(bad), len(bad) + len(dataset.paths_a) + len(dataset.paths_b), listing)
+        log.warning("skipped %d training images that cannot be used (%d usable); they are listed in %s",
+                    len(bad), len(set(dataset.paths_a) | set(dataset.paths_b)), listing)
     elif listing.exists():
         listing.unlink()
     return dataset
@@ -73,10 +80,12 @@ def make_dataset(trainer: Trainer) -> UnpairedDataset:
 def write_page(trainer: Trainer) -> Path:
     """Refresh ``RUN/index.html``: loss and lr plots and the sample grids, newest epoch first."""
     t, m = trainer.config.train, trainer.config.model
-    summary = (f"{m.netG}, ngf {m.ngf}, data {trainer.config.data.dataroot}; "
+    weights = (f"lambda_L1 {t.lambda_L1}" if m.model == "pix2pix" else
+               f"lambda_A {t.lambda_A}, lambda_B {t.lambda_B}, lambda_identity {t.lambda_identity}"
+               + (f", lambda_paired {t.lambda_paired}" if t.lambda_paired else ""))
+    summary = (f"{m.model} {m.netG}, ngf {m.ngf}, data {trainer.config.data.dataroot}; "
                f"{trainer.total_iters} iterations, {trainer.epoch - 1} of {trainer.total_epochs} epochs done, "
-               f"lr {trainer.learning_rate():.2e}; "
-               f"batch {t.batch_size}, lambda_A {t.lambda_A}, lambda_B {t.lambda_B}, lambda_identity {t.lambda_identity}")
+               f"lr {trainer.learning_rate():.2e}; batch {t.batch_size}, {weights}")
     if not trainer.dist.is_main:
         return trainer.run_dir / "index.html"
     return write_training_page(trainer.run_dir, title=f"cyclegan run {trainer.config.name}", summary=summary)
@@ -161,8 +170,9 @@ class _Loop:
                        enabled=self.show_progress, description=f"epoch {trainer.epoch}/{trainer.total_epochs}")
         for batch in bar:
             trainer.set_learning_rate()
-            losses = trainer.train_step_tensors(batch["A"], batch["B"])
-            trainer.epoch_cycle_loss.add((losses["cycle_A"] + losses["cycle_B"]).float())
+            partners = {key: batch[key] for key in ("partner_b", "has_partner")} if "has_partner" in batch else None
+            losses = trainer.train_step_tensors(batch["A"], batch["B"], partners)
+            trainer.epoch_cycle_loss.add(sum(losses[name] for name in trainer.model.plateau_losses).float())
             trainer.epoch_iter += 1
             trainer.total_iters += 1
             self._after_iteration(losses, bar)
@@ -231,11 +241,12 @@ class _Loop:
 
 
 def save_samples(trainer: Trainer, *, tensorboard: TensorBoardLog | None = None) -> Path | None:
-    """A grid: real A, fake B, reconstructed A / real B, fake A, reconstructed B (rank 0 only)."""
+    """A grid: real A, fake B, reconstructed A / real B, fake A, reconstructed B (pix2pix: real A, fake B,
+    real B) (rank 0 only)."""
     if not trainer.dist.is_main:
         return None
     im = trainer.last_images
-    grid = image_grid([[im["real_a"], im["fake_b"], im["rec_a"]], [im["real_b"], im["fake_a"], im["rec_b"]]])
+    grid = image_grid([[im[name] for name in row] for row in trainer.model.sample_rows])
     folder = trainer.run_dir / "samples"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"epoch_{trainer.epoch:04d}_iter_{trainer.total_iters:07d}.png"

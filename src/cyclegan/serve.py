@@ -35,11 +35,11 @@ class TranslationService:
 
     def __init__(self, checkpoint: str | Path, *, device: str | None = None, max_upload_mb: float = 20.0,
                  max_pixels: int = 16_000_000, tiles: TileOptions = TileOptions(), engine: str = "torch",
-                 precision: str = "fp32"):
+                 precision: str = "fp32", train_mode: bool = False):
         self.checkpoint = Checkpoint(checkpoint)
         self.translators = {
             direction: Translator.on_engine(self.checkpoint, direction, engine=engine, precision=precision,
-                                            device=device, tiles=tiles)
+                                            device=device, tiles=tiles, train_mode=train_mode)
             for direction, name in GENERATOR_FOR_DIRECTION.items() if self.checkpoint.has_network(name)}
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
         self.max_pixels = max_pixels
@@ -54,6 +54,7 @@ class TranslationService:
             "checkpoint": self.checkpoint.path.name,
             "directions": list(self.translators),
             "generators": {d: generator_name(self.checkpoint, d) for d in self.translators},
+            "model": m.model,
             "architecture": {"netG": m.netG, "ngf": m.ngf, "norm": m.norm, "upsample": m.upsample,
                              "global_residual": m.global_residual, "colour_path": m.colour_path,
                              "input_nc": m.input_nc, "output_nc": m.output_nc},
@@ -152,12 +153,12 @@ def create_app(service: TranslationService):
 
 def serve(checkpoint: str | Path, *, host: str = "127.0.0.1", port: int = 8000, device: str | None = None,
           max_upload_mb: float = 20.0, max_pixels: int = 16_000_000, tiles: TileOptions = TileOptions(),
-          engine: str = "torch", precision: str = "fp32") -> None:
+          engine: str = "torch", precision: str = "fp32", train_mode: bool = False) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
     service = TranslationService(checkpoint, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
-                                 tiles=tiles, engine=engine, precision=precision)
+                                 tiles=tiles, engine=engine, precision=precision, train_mode=train_mode)
     print(f"cyclegan serve: {service.checkpoint.path} ({', '.join(service.translators)}) at http://{host}:{port}/")
     uvicorn.run(create_app(service), host=host, port=port, log_level="info")
 

@@ -27,8 +27,8 @@ from .devices import autocast, check_precision, memory_format, pick_device, reso
 from .distributed import SINGLE, Distributed, device_for, sync_batch_norm
 from .image_pool import ImagePool
 from .losses import ColourSums, add_sums, colour_moments, colour_sums
-from .names import NETWORK_NAMES
-from .objective import COLOUR_LOSS_NAMES, LOSS_NAMES, DiscriminatorSide, GeneratorSide, build_cyclegan, set_requires_grad
+from .objective import (ConditionalDiscriminatorSide, CycleGAN, DiscriminatorSide, GeneratorSide, build_objective,
+                        set_requires_grad)
 from .schedules import LR_FACTORS, Plateau, ema_weight, linear_decay, warmup_factor
 
 log = logging.getLogger(__name__)
@@ -122,23 +122,30 @@ class Trainer:
         self.memory_format = memory_format(self.device, t.memory_format)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest kernels once
+        if distributed.enabled and config.model.model == "pix2pix":
+            raise ValueError("--model pix2pix is not supported under torchrun yet (its generator forward comes before "
+                             "the discriminator update, and that order is not tested with DistributedDataParallel); "
+                             "train it in one process")
         seed_everything(t.seed)
-        self.model = build_cyclegan(config)
+        self.model = build_objective(config)
         if distributed.enabled and "batch" in (config.model.norm, config.model.norm_D):
-            sync_batch_norm(self.model, NETWORK_NAMES, self.device)
+            sync_batch_norm(self.model, self.model.network_names, self.device)
         self.model.to(self.device, memory_format=self.memory_format)
         # The generators' moving averages (--ema_decay), used for translation; never trained directly.
         self.ema = {f"{name}{EMA_SUFFIX}": copy.deepcopy(getattr(self.model, name)).requires_grad_(False)
-                    for name in ("g_ab", "g_ba")} if t.ema_decay > 0 else {}
-        self.opt_g = self._adam(itertools.chain(self.model.g_ab.parameters(), self.model.g_ba.parameters()))
-        self.opt_d = self._adam(itertools.chain(self.model.d_a.parameters(), self.model.d_b.parameters()))
+                    for name in self.model.generator_names} if t.ema_decay > 0 else {}
+        self.opt_g = self._adam(self._parameters(self.model.generator_names))
+        self.opt_d = self._adam(self._parameters(self.model.discriminator_names))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         if t.compile:
             for net in self.model.networks().values():
                 net.compile()  # in place: state_dict keys stay unprefixed
         # The generator and discriminator objectives, wrapped in DistributedDataParallel under torchrun.
-        self.g_side, self.d_side = distributed.wrap(GeneratorSide(self.model), self.device), \
-            distributed.wrap(DiscriminatorSide(self.model), self.device)
+        if isinstance(self.model, CycleGAN):
+            self.g_side, self.d_side = distributed.wrap(GeneratorSide(self.model), self.device), \
+                distributed.wrap(DiscriminatorSide(self.model), self.device)
+        else:
+            self.g_side, self.d_side = self.model.g_ab, ConditionalDiscriminatorSide(self.model)
         pool_seed = t.seed + 1000 * distributed.rank  # every rank keeps its own pools
         self.pool_a = ImagePool(t.pool_size, torch.Generator().manual_seed(pool_seed + 1))  # fakes of A, for d_a
         self.pool_b = ImagePool(t.pool_size, torch.Generator().manual_seed(pool_seed + 2))  # fakes of B, for d_b
@@ -147,11 +154,14 @@ class Trainer:
         self.total_iters = 0
         self.last_images: dict[str, torch.Tensor] = {}
         self.plateau = Plateau()  # the plateau lr policy's state, driven by the epoch's mean cycle loss
-        self.epoch_cycle_loss = EpochMean()  # cycle_A + cycle_B, for the plateau policy
+        self.epoch_cycle_loss = EpochMean()  # the objective's plateau_losses (cycle_A + cycle_B), for the plateau policy
         self.best: float | None = None  # the best --keep_best value so far
         self.iters_per_epoch = 0  # known once fit() has the dataset; makes the cosine lr move within an epoch
         self.colour_targets: dict[str, torch.Tensor] = {}  # --lambda_colour: each domain's colour moments
         self.set_learning_rate()
+
+    def _parameters(self, names: tuple[str, ...]):
+        return itertools.chain.from_iterable(getattr(self.model, name).parameters() for name in names)
 
     def _adam(self, params) -> torch.optim.Adam:
         t = self.config.train
@@ -159,20 +169,57 @@ class Trainer:
 
     # ---- one iteration -------------------------------------------------------------------
 
-    def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float]:
-        """One generator update (discriminators frozen), then one update of both discriminators."""
-        return {name: float(value) for name, value in self.train_step_tensors(real_a, real_b).items()}
+    def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor, partners: dict | None = None) -> dict[str, float]:
+        """CycleGAN: one generator update (discriminators frozen), then one update of both discriminators.
+        pix2pix: G(a), one discriminator update, then one generator update (the official order); real_b is
+        real_a's partner. ``partners`` ({"partner_b", "has_partner"}) feed --lambda_paired."""
+        return {name: float(value) for name, value in self.train_step_tensors(real_a, real_b, partners).items()}
 
-    def train_step_tensors(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+    def train_step_tensors(self, real_a: torch.Tensor, real_b: torch.Tensor,
+                           partners: dict | None = None) -> dict[str, torch.Tensor]:
         """``train_step`` without reading the losses back to the host (the loop does that every print_freq)."""
-        real_a = real_a.to(self.device, memory_format=self.memory_format, non_blocking=True)
-        real_b = real_b.to(self.device, memory_format=self.memory_format, non_blocking=True)
-        images, generator_losses = self.generator_step(real_a, real_b)
-        losses = {**generator_losses, **self.discriminator_step(images)}
+        real_a, real_b = self._on_device(real_a), self._on_device(real_b)
+        if self.model.discriminator_first:
+            images, losses = self.paired_step(real_a, real_b)
+        else:
+            partners = {"partner_b": self._on_device(partners["partner_b"]),
+                        "has_partner": partners["has_partner"].to(self.device)} if partners else None
+            images, generator_losses = self.generator_step(real_a, real_b, partners)
+            losses = {**generator_losses, **self.discriminator_step(images)}
         self.scaler.update()
         self.update_ema()
-        self.last_images = {k: v[0].detach() for k, v in images.items()}
-        return {name: losses[name].detach() for name in LOSS_NAMES + COLOUR_LOSS_NAMES if name in losses}
+        self.last_images = {k: v[0].detach() for k, v in images.items() if v.dim() == 4}
+        return {name: losses[name].detach() for name in self.model.loss_names if name in losses}
+
+    def _on_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, memory_format=self.memory_format, non_blocking=True)
+
+    def paired_step(self, real_a: torch.Tensor, real_b: torch.Tensor):
+        """pix2pix: fake_b = G(a); update D on (a, b) against the (pooled) (a, fake_b); then update G on D's
+        new verdict and the L1 to b."""
+        discriminator = self.model.d_b
+        with autocast(self.device, self.precision):
+            fake_b = self.g_side(real_a)
+        images = {"real_a": real_a, "fake_b": fake_b, "real_b": real_b}
+        set_requires_grad([discriminator], True)
+        self.opt_d.zero_grad(set_to_none=True)
+        fake_ab = self.pool_b.query(torch.cat([real_a, fake_b], 1).detach())
+        with autocast(self.device, self.precision):
+            d_losses = self.d_side(real_a, real_b, fake_ab)
+        total = self.model.discriminator_total(d_losses)
+        self.scaler.scale(total).backward()
+        if update_allowed(self, total, d_losses, "discriminator"):
+            self.scaler.step(self.opt_d)
+        set_requires_grad([discriminator], False)
+        self.opt_g.zero_grad(set_to_none=True)
+        with autocast(self.device, self.precision):
+            g_losses = self.model.generator_losses(images)
+        total = sum(g_losses.values())
+        self.scaler.scale(total).backward()
+        if update_allowed(self, total, g_losses, "generator"):
+            self.scaler.step(self.opt_g)
+        set_requires_grad([discriminator], True)
+        return images, {**g_losses, **d_losses}
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -190,14 +237,14 @@ class Trainer:
         """Every network a checkpoint holds: the four trained ones and the generator averages."""
         return {**self.model.networks(), **self.ema}
 
-    def generator_step(self, real_a: torch.Tensor, real_b: torch.Tensor):
+    def generator_step(self, real_a: torch.Tensor, real_b: torch.Tensor, partners: dict | None = None):
         """Translate both ways and update g_ab and g_ba on all their losses; the discriminators get no
         gradient. Returns the images and the losses."""
         discriminators = [self.model.d_a, self.model.d_b]
         set_requires_grad(discriminators, False)
         self.opt_g.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
-            images, losses = self.g_side(real_a, real_b, self._colour_inputs())
+            images, losses = self.g_side(real_a, real_b, self._colour_inputs(), partners)
         total = sum(losses.values())
         self.scaler.scale(total).backward()
         if update_allowed(self, total, losses, "generator"):
@@ -266,6 +313,8 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
         t = self.config.train
+        if not isinstance(self.model, CycleGAN):
+            return
         self.model.lambda_identity = t.lambda_identity * linear_decay(self.total_iters, decay_iters=t.lambda_identity_decay_iters)
 
     # ---- state ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from .devices import pick_device
 from .images import (
     IMAGE_EXTENSIONS, Restore, finish_image, find_images, peek_size, prepare_image, read_image, save_image,
 )
+from .models.layers import batch_statistics_mode
 from .names import BAD_IMAGE_POLICIES, OUTPUT_FORMATS
 from .tiling import TileOptions, check_size, padding_for, reflect_pad, run_tiled
 
@@ -77,13 +78,21 @@ class Translator:
     def __init__(self, generator: nn.Module, *, in_channels: int = 3, device: str | torch.device | None = None,
                  tiles: TileOptions = TileOptions(), resize: Resize | None = None, on_bad_image: str = "fail",
                  show_progress: bool = False, checkpoint: Checkpoint | None = None, engine: nn.Module | None = None,
-                 engine_choice: str = "torch, fp32"):
+                 engine_choice: str = "torch, fp32", train_mode: bool = False):
         """``on_bad_image`` "skip" leaves unreadable inputs out and lists them in ``skipped``; ``show_progress``
         shows a bar over the tiles of large images; ``checkpoint`` is where the generator came from;
         ``engine`` (from ``engines``) translates the images that fit in one tile, the PyTorch ``generator``
-        the larger ones, whose tiles need its instance-norm layers for whole-image statistics."""
+        the larger ones, whose tiles need its instance-norm layers for whole-image statistics.
+        ``train_mode`` runs batch norm on each image's own statistics and dropout as noise, as the official
+        pix2pix test does without --eval: one image at a time, never tiled (batch statistics would mix
+        images or tiles), on PyTorch."""
+        if train_mode and engine is not None:
+            raise ValueError("train_mode runs on the PyTorch generator; an exported engine runs in eval mode")
         self.device = pick_device(device)
+        self.train_mode = train_mode
         self.generator = generator.to(self.device).eval()
+        if train_mode:
+            batch_statistics_mode(self.generator)
         self.engine, self.engine_choice = engine, engine_choice  # the choice in words, for the log
         self.in_channels = in_channels
         self.multiple = getattr(generator, "size_multiple", 4)
@@ -118,6 +127,11 @@ class Translator:
         name, why = resolve_engine(engine)
         if pick_device(device).type == "cuda" and name != "torch":
             name, why = "torch", f"{why}; on CUDA the PyTorch generator runs instead"
+        if settings.get("train_mode") and name != "torch":
+            if engine != "auto":
+                raise ValueError(f"--train_mode runs on the PyTorch generator, not on --engine {engine} (an exported "
+                                 f"graph runs in eval mode)")
+            name, why = "torch", f"{why}; --train_mode runs on PyTorch"
         if precision != "fp32" and name != "openvino":
             raise ValueError(f"--precision {precision} at translation needs the OpenVINO engine ({why})")
         fast = engine_generator(checkpoint, direction, engine=name, precision=precision) if name != "torch" else None
@@ -127,7 +141,7 @@ class Translator:
     # ---- tensors ----
 
     def needs_tiles(self, height: int, width: int) -> bool:
-        return self.tiles.needs_tiles(height, width)
+        return not self.train_mode and self.tiles.needs_tiles(height, width)
 
     @torch.inference_mode()
     def translate_tensor(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,8 +228,8 @@ class Translator:
 
     @property
     def default_batch_size(self) -> int:
-        """4 on CUDA; 1 on a CPU, where batching does not pay (README: Performance)."""
-        return 4 if self.device.type == "cuda" else 1
+        """4 on CUDA; 1 on a CPU, where batching does not pay (README: Performance); 1 in train mode."""
+        return 4 if self.device.type == "cuda" and not self.train_mode else 1
 
     def translate_files(self, jobs: Sequence[tuple[Path, Path]], *, batch_size: int | None = None,
                         show_progress: bool = False) -> list[Path]:

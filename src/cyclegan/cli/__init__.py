@@ -180,7 +180,7 @@ def _translator(args: argparse.Namespace, resize):
     if (args.checkpoint is None) == (args.onnx is None):
         raise CommandError("give --checkpoint RUN_OR_FILE or --onnx FILE (one of them)")
     settings = {"device": args.device, "tiles": tile_options(args), "resize": resize, "on_bad_image": args.on_bad_image,
-                "show_progress": not args.quiet}
+                "show_progress": not args.quiet, "train_mode": args.train_mode}
     if args.checkpoint is not None:
         translator = Translator.on_engine(args.checkpoint, args.direction, engine=args.engine, precision=args.precision,
                                           **settings)
@@ -188,6 +188,8 @@ def _translator(args: argparse.Namespace, resize):
         return translator
     from ..export import OnnxGenerator
 
+    if args.train_mode:
+        raise CommandError("--train_mode needs --checkpoint: an exported ONNX graph runs in eval mode")
     generator = OnnxGenerator(args.onnx)
     exported = generator.metadata.get("direction")
     if exported and exported != args.direction:
@@ -219,7 +221,7 @@ def run_test(args: argparse.Namespace) -> int:
 
     page = test(args.checkpoint, dataroot=args.dataroot, output=args.output, max_images=args.max_images,
                 batch_size=args.batch_size, device=args.device, show_progress=not args.quiet, tiles=tile_options(args),
-                engine=args.engine, precision=args.precision)
+                engine=args.engine, precision=args.precision, train_mode=args.train_mode)
     log.info("open %s", page)
     return 0
 
@@ -278,7 +280,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_run(args.checkpoint, dataroot=args.dataroot, direction=args.direction, truth=args.truth,
                           max_images=args.max_images, show_progress=not args.quiet, fid=not args.no_fid,
                           inception_weights=args.inception_weights, cache_dir=args.feature_cache,
-                          device=args.device, tiles=tile_options(args), engine=args.engine, precision=args.precision)
+                          device=args.device, tiles=tile_options(args), engine=args.engine, precision=args.precision,
+                          train_mode=args.train_mode)
     print(format_report(report))
     log.info("all numbers and the protocol: %s", report["path"])
     return 0

@@ -59,6 +59,11 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
                         "exported graph, converted once into RUN/engines/); auto = OpenVINO when installed (pip install "
                         "'cyclegan[openvino]'), else torch. Larger images always run on torch, whose instance-norm layers "
                         "take the whole image's statistics (default: torch; README: Performance says why not auto yet)")
+    p.add_argument("--train_mode", action="store_true",
+                   help="pix2pix: run the generator as the official pix2pix test does without --eval: batch norm on "
+                        "each image's own statistics, dropout as noise (random), one image at a time, on torch, "
+                        "untiled. Default: eval mode (running statistics, no dropout: deterministic, exact tiles, "
+                        "the same as the exported engines)")
     p.add_argument("--precision", choices=TRANSLATE_PRECISIONS, default="fp32",
                    help="bf16 runs the OpenVINO engine in bf16: faster on a CPU with AMX (not with avx512_bf16 alone), at a small "
                         "difference from fp32 (README: Performance) (default: fp32)")

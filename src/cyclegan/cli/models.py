@@ -126,5 +126,6 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..tiling import TileOptions
 
     serve(args.checkpoint, host=args.host, port=args.port, device=args.device, max_upload_mb=args.max_upload_mb,
-          max_pixels=args.max_pixels, tiles=TileOptions(tile=args.tile), engine=args.engine, precision=args.precision)
+          max_pixels=args.max_pixels, tiles=TileOptions(tile=args.tile), engine=args.engine, precision=args.precision,
+          train_mode=args.train_mode)
     return 0

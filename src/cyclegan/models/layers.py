@@ -77,3 +77,17 @@ def init_weights(module: nn.Module, kind: str = "normal", gain: float = 0.02) ->
             nn.init.normal_(layer.weight, 1.0, gain)
             nn.init.zeros_(layer.bias)
     return module
+
+
+def batch_statistics_mode(net: nn.Module) -> nn.Module:
+    """``net`` in eval mode except its batch-norm and dropout layers, which run as in training: each batch
+    normalised by its own statistics, dropout as noise (the official pix2pix test without --eval). The
+    running statistics are left as they are (momentum 0), so a later eval-mode use is unchanged."""
+    net.eval()
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.0
+            module.train()
+        elif isinstance(module, nn.Dropout):
+            module.train()
+    return net
