@@ -40,16 +40,16 @@ def pause():
 if point == "sigterm":  # a scheduler's preemption, sent by the process to itself mid-run
     import os, signal
     step = training.Trainer.train_step_tensors
-    def hooked(self, a, b):
-        losses = step(self, a, b)
+    def hooked(self, *batch):
+        losses = step(self, *batch)
         if self.total_iters + 1 == at:
             os.kill(os.getpid(), signal.SIGTERM)
         return losses
     training.Trainer.train_step_tensors = hooked
 elif point == "iteration":
     step = training.Trainer.train_step_tensors
-    def hooked(self, a, b):
-        losses = step(self, a, b)
+    def hooked(self, *batch):
+        losses = step(self, *batch)
         if self.total_iters + 1 == at:
             pause()  # the update is applied in memory, the counters not yet advanced, nothing saved
         return losses

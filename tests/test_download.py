@@ -165,3 +165,70 @@ def test_download_command_with_a_mirror_from_the_environment(server, tmp_path, m
     assert (tmp_path / "mini" / "trainB" / "0.png").is_file()
     assert cli.main(["download", "dataset", "horse3zebra", "--to", str(tmp_path)]) == 2
     assert "valid: apple2orange" in capsys.readouterr().err
+
+
+# ---- the pix2pix zoo ------------------------------------------------------------------------------
+
+def dataset_tar(name: str, *, extra: dict[str, bytes] | None = None) -> bytes:
+    """An official-looking pix2pix archive: NAME/{train,val,test}/1.jpg of side-by-side A|B images."""
+    import tarfile
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        members = {f"{name}/{split}/1.jpg": None for split in ("train", "val", "test")} | (extra or {})
+        for member, data in members.items():
+            if data is None:
+                jpeg = io.BytesIO()
+                Image.new("RGB", (16, 8), (200, 10, 30)).save(jpeg, "JPEG")
+                data = jpeg.getvalue()
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_a_pix2pix_dataset_comes_as_tar_gz_and_lands_in_the_aligned_layout(server, tmp_path):
+    server.files["/facades.tar.gz"] = dataset_tar("facades")
+    folder = download_dataset("facades", to=tmp_path, url=server.url, show_progress=False, model="pix2pix")
+    assert sorted(p.name for p in folder.iterdir()) == ["test", "train", "val"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["facades"]  # no archive, .part or staging folder left
+    with pytest.raises(ValueError, match="unknown pix2pix dataset 'horse2zebra'"):
+        download_dataset("horse2zebra", to=tmp_path, url=server.url, model="pix2pix")
+
+
+def test_a_truncated_or_escaping_tar_is_refused(server, tmp_path):
+    server.files["/maps.tar.gz"] = dataset_tar("maps")[:200]
+    with pytest.raises(DownloadError, match="not a valid .tar.gz"):
+        download_dataset("maps", to=tmp_path, url=server.url, show_progress=False, model="pix2pix")
+    assert list(tmp_path.iterdir()) == []
+    server.files["/night2day.tar.gz"] = dataset_tar("night2day", extra={"../../escaped.txt": b"x"})
+    with pytest.raises(DownloadError, match="outside"):
+        download_dataset("night2day", to=tmp_path / "d", url=server.url, show_progress=False, model="pix2pix")
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "d" / "night2day").exists()
+
+
+def test_a_pix2pix_zoo_model_becomes_a_pix2pix_checkpoint(server, tmp_path, monkeypatch, capsys):
+    from test_pix2pix import OfficialUnet, trained_looking
+
+    monkeypatch.setattr("cyclegan.download.PIX2PIX_PRETRAINED_OPTIONS",
+                        {"model": "pix2pix", "netG": "unet_128", "ngf": 4, "norm": "batch", "no_dropout": False,
+                         "input_nc": 3, "output_nc": 3})
+    official = trained_looking(OfficialUnet(num_downs=7))
+    buffer = io.BytesIO()
+    torch.save(official.state_dict(), buffer)
+    server.files["/sat2map.pth"] = buffer.getvalue()
+    monkeypatch.setenv("PIX2PIX_MODEL_URL", server.url)
+    assert cli.main(["download", "model", "sat2map", "--model", "pix2pix", "--to", str(tmp_path), "--quiet"]) == 0
+    run = tmp_path / "sat2map"
+    assert Checkpoint(run).config.model.model == "pix2pix" and Checkpoint(run).config.model.norm == "batch"
+    from cyclegan.translate import Translator
+
+    x = torch.rand(1, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(Translator.from_checkpoint(run).translate_tensor(x), official(x), atol=1e-5)
+    with pytest.raises(DownloadError, match="holds the pix2pix model sat2map already"):
+        download_model("sat2map", to=tmp_path, url=server.url, show_progress=False)  # the CycleGAN one
+    assert cli.main(["download", "model", "edges2cats", "--model", "pix2pix", "--to", str(tmp_path)]) == 2
+    assert "valid: facades_label2photo" in capsys.readouterr().err

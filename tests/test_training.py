@@ -164,8 +164,8 @@ def test_interrupt_saves_a_resumable_checkpoint(tiny_config, monkeypatch):
     trainer = Trainer(tiny_config())
     step = trainer.train_step_tensors
 
-    def step_then_interrupt(a, b):
-        losses = step(a, b)
+    def step_then_interrupt(*batch):
+        losses = step(*batch)
         if trainer.total_iters == 1:  # counted after the step returns: this is the 2nd iteration
             os.kill(os.getpid(), signal.SIGINT)
         return losses

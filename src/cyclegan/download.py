@@ -11,10 +11,13 @@ import http.client
 import logging
 import os
 import shutil
+import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,30 @@ MODEL_URL_ENV = "CYCLEGAN_MODEL_URL"  # mirrors: a base URL holding NAME.pth
 # The zoo generators: resnet_9blocks, ngf 64, instance norm, no dropout, RGB.
 PRETRAINED_OPTIONS = {"netG": "resnet_9blocks", "ngf": 64, "norm": "instance", "no_dropout": True,
                       "input_nc": 3, "output_nc": 3, "lambda_identity": 0.5}
+# The official pix2pix zoo (download_pix2pix_dataset.sh, download_pix2pix_model.sh): aligned datasets as
+# .tar.gz, generators U-Net 256, batch norm, dropout.
+PIX2PIX_DATASETS = ("facades", "cityscapes", "maps", "edges2shoes", "edges2handbags", "night2day")
+PIX2PIX_MODELS = ("facades_label2photo", "sat2map", "map2sat", "edges2shoes", "edges2handbags", "day2night")
+PIX2PIX_DATASET_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets"
+PIX2PIX_MODEL_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch"
+PIX2PIX_DATASET_URL_ENV = "PIX2PIX_DATASET_URL"
+PIX2PIX_MODEL_URL_ENV = "PIX2PIX_MODEL_URL"
+PIX2PIX_PRETRAINED_OPTIONS = {"model": "pix2pix", "netG": "unet_256", "ngf": 64, "norm": "batch", "no_dropout": False,
+                              "input_nc": 3, "output_nc": 3}
 CHUNK = 1 << 16
+
+
+def zoo(model: str) -> dict[str, Any]:
+    """Names, URLs, archive type and generator options of the official zoo of ``model`` (cycle_gan, pix2pix);
+    read when called, so that the module's names can be changed (mirrors, tests)."""
+    if model == "pix2pix":
+        return {"datasets": PIX2PIX_DATASETS, "models": PIX2PIX_MODELS, "archive": ".tar.gz",
+                "dataset_url": (PIX2PIX_DATASET_URL_ENV, PIX2PIX_DATASET_URL),
+                "model_url": (PIX2PIX_MODEL_URL_ENV, PIX2PIX_MODEL_URL), "options": PIX2PIX_PRETRAINED_OPTIONS}
+    if model == "cycle_gan":
+        return {"datasets": DATASETS, "models": MODELS, "archive": ".zip", "dataset_url": (DATASET_URL_ENV, DATASET_URL),
+                "model_url": (MODEL_URL_ENV, MODEL_URL), "options": PRETRAINED_OPTIONS}
+    raise ValueError(f"unknown model {model!r}; valid: cycle_gan, pix2pix")
 
 
 class DownloadError(RuntimeError):
@@ -93,18 +119,22 @@ def fetch(url: str, target: Path, *, show_progress: bool = True, timeout: float 
 
 # ---- datasets ---------------------------------------------------------------------------------
 
-def download_dataset(name: str, *, to: str | Path = "datasets", url: str | None = None, show_progress: bool = True) -> Path:
-    """``to/NAME`` with trainA/, trainB/, testA/, testB/ from the official NAME.zip."""
-    _check_name(name, DATASETS, "dataset")
+def download_dataset(name: str, *, to: str | Path = "datasets", url: str | None = None, show_progress: bool = True,
+                     model: str = "cycle_gan") -> Path:
+    """``to/NAME`` from the official NAME.zip (cycle_gan: trainA/, trainB/, testA/, testB/) or NAME.tar.gz
+    (pix2pix: train/, val/, test/ of side-by-side A|B images)."""
+    official = zoo(model)
+    _check_name(name, official["datasets"], f"{model} dataset")
     to = Path(to)
     folder = to / name
     if folder.is_dir():
         log.info("%s is there already", folder)
         return folder
-    archive = to / f"{name}.zip"
+    suffix = official["archive"]
+    archive = to / f"{name}{suffix}"
     if not archive.is_file():
-        part = fetch(f"{base_url(url, DATASET_URL_ENV, DATASET_URL)}/{name}.zip", archive, show_progress=show_progress)
-        verify_zip(part, archive)
+        part = fetch(f"{base_url(url, *official['dataset_url'])}/{name}{suffix}", archive, show_progress=show_progress)
+        (verify_tar if suffix == ".tar.gz" else verify_zip)(part, archive)
         part.replace(archive)
     extract_dataset(archive, folder)
     archive.unlink()
@@ -123,16 +153,36 @@ def verify_zip(path: Path, name: Path) -> None:
         raise DownloadError(f"{name} is corrupt (member {bad} fails its CRC); removed it: run again") from None
 
 
+def verify_tar(path: Path, name: Path) -> None:
+    """Read the whole .tar.gz once: a truncated or corrupt download fails here, not half-way through unpacking."""
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            for member in archive:
+                if member.isfile():
+                    archive.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        path.unlink(missing_ok=True)
+        raise DownloadError(f"{name} is not a valid .tar.gz archive ({exc}); removed it: run again to download it "
+                            f"anew") from None
+
+
 def extract_dataset(archive: Path, folder: Path) -> Path:
-    """Unpack into ``folder`` through a temporary folder; refuses members that would land outside it."""
+    """Unpack a .zip or .tar.gz into ``folder`` through a temporary folder; refuses members that would land
+    outside it (and, in a tar, links and special files)."""
     staging = folder.with_name(f".{folder.name}.extracting")
     shutil.rmtree(staging, ignore_errors=True)
-    with zipfile.ZipFile(archive) as zf:
-        for member in zf.namelist():
-            target = (staging / member).resolve()
-            if not target.is_relative_to(staging.resolve()):
-                raise DownloadError(f"{archive} holds {member!r}, which would be written outside {folder}; refused")
-        zf.extractall(staging)
+    if archive.name.endswith(".tar.gz"):
+        with tarfile.open(archive, "r:gz") as tf:
+            _refuse_escapes(archive, folder, staging, tf.getnames())
+            try:
+                tf.extractall(staging, filter="data")
+            except tarfile.FilterError as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise DownloadError(f"{archive} holds a member that is refused ({exc})") from None
+    else:
+        with zipfile.ZipFile(archive) as zf:
+            _refuse_escapes(archive, folder, staging, zf.namelist())
+            zf.extractall(staging)
     entries = [p for p in staging.iterdir() if not p.name.startswith(("__MACOSX", "."))]
     root = entries[0] if len(entries) == 1 and entries[0].is_dir() else staging  # NAME/trainA/... or trainA/...
     root.replace(folder)
@@ -140,31 +190,47 @@ def extract_dataset(archive: Path, folder: Path) -> Path:
     return folder
 
 
+def _refuse_escapes(archive: Path, folder: Path, staging: Path, members: list[str]) -> None:
+    for member in members:
+        target = (staging / member).resolve()
+        if not target.is_relative_to(staging.resolve()):
+            raise DownloadError(f"{archive} holds {member!r}, which would be written outside {folder}; refused")
+
+
 # ---- pretrained generators --------------------------------------------------------------------
 
-def download_model(name: str, *, to: str | Path = "checkpoints", url: str | None = None, show_progress: bool = True) -> Path:
-    """``to/NAME/latest.safetensors`` (ready for translate) from the official NAME.pth; the .pth is
-    kept as ``to/NAME_pretrained/latest_net_G.pth``, where the official scripts put it."""
+def download_model(name: str, *, to: str | Path = "checkpoints", url: str | None = None, show_progress: bool = True,
+                   model: str = "cycle_gan") -> Path:
+    """``to/NAME/latest.safetensors`` (ready for translate) from the official NAME.pth of the ``model`` zoo
+    (cycle_gan or pix2pix, whose names partly coincide: sat2map, map2sat, facades_label2photo); the .pth
+    is kept as ``to/NAME_pretrained/latest_net_G.pth``, where the official scripts put it."""
     from .official import import_official, load_official_weights, read_state_dict
-    from .checkpoint import CheckpointError
+    from .checkpoint import Checkpoint, CheckpointError
     from .config import ModelConfig
     from .models import build_generator
 
-    _check_name(name, MODELS, "model")
+    official = zoo(model)
+    _check_name(name, official["models"], f"{model} model")
+    options = official["options"]
     to = Path(to)
     run = to / name
     if (run / "latest.safetensors").is_file():
+        there = Checkpoint(run).config.model.model
+        if there != model:
+            raise DownloadError(f"{run} holds the {there} model {name} already; pass --to another folder for the "
+                                f"{model} one")
         log.info("%s is there already", run)
         return run
     weights = to / f"{name}_pretrained" / "latest_net_G.pth"
     if not weights.is_file():
-        part = fetch(f"{base_url(url, MODEL_URL_ENV, MODEL_URL)}/{name}.pth", weights, show_progress=show_progress)
-        model = ModelConfig(**{k: v for k, v in PRETRAINED_OPTIONS.items() if k != "lambda_identity"})
+        part = fetch(f"{base_url(url, *official['model_url'])}/{name}.pth", weights, show_progress=show_progress)
+        model_config = ModelConfig(**{k: v for k, v in options.items() if k != "lambda_identity"})
         try:
-            load_official_weights(build_generator(model), read_state_dict(part), model=model, network="g_ab", source=part)
+            load_official_weights(build_generator(model_config), read_state_dict(part), model=model_config,
+                                  network="g_ab", source=part)
         except CheckpointError as exc:
             part.unlink(missing_ok=True)
             raise DownloadError(f"the downloaded {name}.pth is not a usable generator ({exc}); removed it") from None
         part.replace(weights)
-    import_official(weights, {**PRETRAINED_OPTIONS, "name": name, "checkpoints_dir": str(to)})
+    import_official(weights, {**options, "name": name, "checkpoints_dir": str(to)})
     return run

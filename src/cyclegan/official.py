@@ -1,7 +1,8 @@
 """Weights of the official code (junyanz/pytorch-CycleGAN-and-pix2pix) in and out.
 
-Official checkpoints are plain state dicts, ``<epoch>_net_<G_A|G_B|D_A|D_B>.pth``, read here with
-``torch.load(weights_only=True)``: a file that would need to unpickle code is refused.
+Official checkpoints are plain state dicts, ``<epoch>_net_<G_A|G_B|D_A|D_B>.pth`` (pix2pix:
+``<epoch>_net_<G|D>.pth``), read here with ``torch.load(weights_only=True)``: a file that would need
+to unpickle code is refused.
 
 Key layouts: the official ResNet generator is one ``nn.Sequential`` named ``model`` (index map in
 ``resnet_key_pairs``); the U-Net, PatchGAN and PixelGAN modules here keep the official layout, so
@@ -22,6 +23,10 @@ from .models import build_discriminator, build_generator, generator_for
 
 # official file name part -> (our network name, role)
 OFFICIAL_NETWORKS = {"G_A": "g_ab", "G_B": "g_ba", "D_A": "d_b", "D_B": "d_a"}
+OFFICIAL_PIX2PIX_NETWORKS = {"G": "g_ab", "D": "d_b"}  # netG, and netD, which judges input and output stacked
+# What the official options default to, for what neither the caller nor the weights say.
+OFFICIAL_GENERATOR_DEFAULTS = {"netG": "resnet_9blocks", "ngf": 64, "norm": "instance", "no_dropout": True,
+                               "input_nc": 3, "output_nc": 3}
 STALE_INSTANCE_NORM_KEYS = ("running_mean", "running_var", "num_batches_tracked")
 OFFICIAL_ARCHITECTURE = {"upsample": "transpose", "global_residual": False, "colour_path": 0, "norm_D": "same"}
 
@@ -122,12 +127,20 @@ def _generator_config(netG: str, ngf: int, norm: str, no_dropout: bool, input_nc
     return ModelConfig(netG=netG, ngf=ngf, norm=norm, no_dropout=no_dropout, input_nc=input_nc, output_nc=output_nc)
 
 
-def load_official_generator(path: str | Path, *, netG: str = "resnet_9blocks", ngf: int = 64, norm: str = "instance",
-                            no_dropout: bool = True, input_nc: int = 3, output_nc: int = 3) -> nn.Module:
-    """Our generator (eval mode) holding an official ``*_net_G*.pth``; same output as the official one."""
-    model = _generator_config(netG, ngf, norm, no_dropout, input_nc, output_nc)
+def load_official_generator(path: str | Path, *, netG: str | None = None, ngf: int | None = None,
+                            norm: str | None = None, no_dropout: bool | None = None, input_nc: int | None = None,
+                            output_nc: int | None = None) -> nn.Module:
+    """Our generator (eval mode) holding an official ``*_net_G*.pth`` (a CycleGAN G_A / G_B, or a pix2pix
+    netG: U-Net, batch norm with its running statistics); same output as the official one. Options left
+    None are read from the weights (``infer_generator_options``), else the official defaults; dropout
+    cannot be read from weights (it has none), so pass ``no_dropout=False`` for a pix2pix generator that
+    will run in train mode."""
+    state = read_state_dict(path)
+    given = {k: v for k, v in dict(netG=netG, ngf=ngf, norm=norm, no_dropout=no_dropout, input_nc=input_nc,
+                                   output_nc=output_nc).items() if v is not None}
+    model = _generator_config(**{**OFFICIAL_GENERATOR_DEFAULTS, **infer_generator_options(state), **given})
     net = build_generator(model)
-    return load_official_weights(net, read_state_dict(path), model=model, network="g_ab", source=path).eval()
+    return load_official_weights(net, state, model=model, network="g_ab", source=path).eval()
 
 
 def load_official_discriminator(path: str | Path, *, netD: str = "basic", n_layers_D: int = 3, ndf: int = 64,
@@ -174,7 +187,8 @@ def infer_discriminator_options(state: dict[str, torch.Tensor]) -> dict[str, Any
 # ---- whole runs -----------------------------------------------------------------------------
 
 def official_files(source: Path, epoch: str = "latest") -> dict[str, Path]:
-    """{our network name: file} for an official run folder, or for one generator file (as g_ab)."""
+    """{our network name: file} for an official run folder, or for one generator file (as g_ab). A folder
+    with ``<epoch>_net_G.pth`` and ``<epoch>_net_D.pth`` is a pix2pix run (g_ab and d_b)."""
     if source.is_file():
         return {"g_ab": source}
     if not source.is_dir():
@@ -182,9 +196,10 @@ def official_files(source: Path, epoch: str = "latest") -> dict[str, Path]:
     found = {ours: source / f"{epoch}_net_{theirs}.pth" for theirs, ours in OFFICIAL_NETWORKS.items()}
     found = {ours: path for ours, path in found.items() if path.is_file()}
     if not found:
-        single = source / f"{epoch}_net_G.pth"  # a pretrained zoo model
-        if single.is_file():
-            return {"g_ab": single}
+        pix2pix = {ours: source / f"{epoch}_net_{theirs}.pth" for theirs, ours in OFFICIAL_PIX2PIX_NETWORKS.items()}
+        pix2pix = {ours: path for ours, path in pix2pix.items() if path.is_file()}
+        if "g_ab" in pix2pix:  # a pix2pix run, or a pretrained zoo model (G alone)
+            return pix2pix
         names = sorted(p.name for p in source.glob("*.pth"))
         raise FileNotFoundError(f"{source} holds no {epoch}_net_G_A.pth (or G_B, D_A, D_B, G)"
                                 + (f"; it holds {', '.join(names[:8])}" if names else "; pass --epoch to pick another"))
@@ -200,7 +215,9 @@ def import_official(source: str | Path, options: dict[str, Any], *, epoch: str =
     """
     source = Path(source)
     files = official_files(source, epoch)
-    if source.is_file() or set(files) == {"g_ab"}:
+    if set(files) == {"g_ab", "d_b"} and files["d_b"].name.endswith("_net_D.pth"):
+        options = {"model": "pix2pix", **options}  # a pix2pix run folder: netG and its conditional netD
+    elif source.is_file() or set(files) == {"g_ab"}:
         files = {("g_ab" if direction == "AtoB" else "g_ba"): next(iter(files.values()))}
     states = {name: read_state_dict(path) for name, path in files.items()}
     inferred: dict[str, Any] = {}
@@ -225,12 +242,15 @@ def _network(config: ExperimentConfig, name: str) -> nn.Module:
     m = config.model
     if name in ("g_ab", "g_ba"):
         return generator_for(m, "AtoB" if name == "g_ab" else "BtoA")
+    if m.model == "pix2pix":
+        return build_discriminator(m, in_channels=m.input_nc + m.output_nc)
     return build_discriminator(m, in_channels=m.input_nc if name == "d_a" else m.output_nc)
 
 
 def export_official(run: str | Path, destination: str | Path, *, epoch: str = "latest",
                     ema: bool = True) -> dict[Path, str]:
-    """Write a checkpoint's networks as official ``<epoch>_net_<G_A|G_B|D_A|D_B>.pth`` state dicts.
+    """Write a checkpoint's networks as official ``<epoch>_net_<G_A|G_B|D_A|D_B>.pth`` state dicts (pix2pix:
+    ``<epoch>_net_<G|D>.pth``).
 
     The generators are the moving averages when the run kept them (what ``translate`` and ``test``
     use), unless ``ema`` is False. Returns {file written: the checkpoint network it holds}.
@@ -243,7 +263,8 @@ def export_official(run: str | Path, destination: str | Path, *, epoch: str = "l
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     written = {}
-    for theirs, ours in OFFICIAL_NETWORKS.items():
+    names = OFFICIAL_PIX2PIX_NETWORKS if model.model == "pix2pix" else OFFICIAL_NETWORKS
+    for theirs, ours in names.items():
         source = stored_network(checkpoint, ours, ema=ema)
         weights = checkpoint.tensors(f"{source}.")
         if not weights:

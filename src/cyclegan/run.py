@@ -70,8 +70,8 @@ def make_dataset(trainer: Trainer) -> UnpairedDataset | PairedDataset:
     if bad:
         trainer.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(listing, "".join(f"{path}\t{problem}\n" for path, problem in bad))
-        log.warning("skipped %d training images that cannot be used (%d usable); they are listed in %s",
-                    len(bad), len(set(dataset.paths_a) | set(dataset.paths_b)), listing)
+        log.warning("skipped %d of %d training images that cannot be used; they are listed in %s",
+                    len(bad), len(bad) + len(set(dataset.paths_a) | set(dataset.paths_b)), listing)
     elif listing.exists():
         listing.unlink()
     return dataset

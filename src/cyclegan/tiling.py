@@ -38,9 +38,10 @@ def reflect_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -
     return x
 
 
-def padding_for(size: int, multiple: int) -> tuple[int, int]:
-    """(before, after) padding that makes ``size`` a multiple of ``multiple`` and at least two of them."""
-    target = max(2 * multiple, -(-size // multiple) * multiple)
+def padding_for(size: int, multiple: int, smallest: int | None = None) -> tuple[int, int]:
+    """(before, after) padding that makes ``size`` a multiple of ``multiple`` and at least ``smallest`` (default:
+    two multiples, which a ResNet needs: its reflection pads need more than one pixel at the bottleneck)."""
+    target = max(smallest or 2 * multiple, -(-size // multiple) * multiple)
     extra = target - size
     return extra // 2, extra - extra // 2
 

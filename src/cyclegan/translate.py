@@ -96,6 +96,7 @@ class Translator:
         self.engine, self.engine_choice = engine, engine_choice  # the choice in words, for the log
         self.in_channels = in_channels
         self.multiple = getattr(generator, "size_multiple", 4)
+        self.smallest_side = getattr(generator, "smallest_side", 2 * self.multiple)
         self.tiles = tiles.for_stride(self.multiple)
         self.resize = resize
         if on_bad_image not in BAD_IMAGE_POLICIES:
@@ -152,7 +153,8 @@ class Translator:
             raise ValueError(f"expected a (B, {self.in_channels}, H, W) tensor, got shape {tuple(x.shape)}")
         height, width = batch.shape[-2:]
         check_size(height, width)
-        (top, bottom), (left, right) = padding_for(height, self.multiple), padding_for(width, self.multiple)
+        (top, bottom), (left, right) = (padding_for(height, self.multiple, self.smallest_side),
+                                        padding_for(width, self.multiple, self.smallest_side))
         padded = reflect_pad(batch.float(), top, bottom, left, right)
         if self.needs_tiles(height, width):
             out = run_tiled(self.generator, padded.cpu(), options=self.tiles, multiple=self.multiple, device=self.device,

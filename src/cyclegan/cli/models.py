@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..names import DEFAULT_TILE, DIRECTIONS, EXPORT_FORMATS
+from ..names import DEFAULT_TILE, DIRECTIONS, EXPORT_FORMATS, MODELS
 from .common import CommandError, add_config_flags, add_device_flag, add_engine_flags, given_options, log
 
 
@@ -39,11 +39,18 @@ def add_official_parsers(subparsers) -> None:
     p = subparsers.add_parser("download", help="download an official dataset or pretrained model",
                               description="Download with a progress bar, resuming an interrupted download; files are "
                                           "verified before they are put in place. Replaces the official "
-                                          "download_cyclegan_dataset.sh and download_cyclegan_model.sh.")
+                                          "download_cyclegan_dataset.sh, download_cyclegan_model.sh, "
+                                          "download_pix2pix_dataset.sh and download_pix2pix_model.sh.")
     p.add_argument("kind", choices=("dataset", "model"))
-    p.add_argument("name", help="dataset: apple2orange, horse2zebra, ... ; model: horse2zebra, style_monet, ...")
+    p.add_argument("name", help="dataset: apple2orange, horse2zebra, ... ; model: horse2zebra, style_monet, ... "
+                                "(with --model pix2pix: datasets facades, maps, edges2shoes, ...; models "
+                                "facades_label2photo, sat2map, edges2shoes, ...)")
+    p.add_argument("--model", choices=MODELS, default="cycle_gan",
+                   help="whose zoo: the official CycleGAN one or the pix2pix one (some names are in both) "
+                        "(default: cycle_gan)")
     p.add_argument("--to", type=Path, default=None, help="folder to put it in (default: datasets/ or checkpoints/)")
-    p.add_argument("--url", default=None, help="base URL of a mirror (or set CYCLEGAN_DATASET_URL / CYCLEGAN_MODEL_URL)")
+    p.add_argument("--url", default=None, help="base URL of a mirror (or set CYCLEGAN_DATASET_URL / CYCLEGAN_MODEL_URL; "
+                                               "for pix2pix PIX2PIX_DATASET_URL / PIX2PIX_MODEL_URL)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_download)
 
@@ -72,10 +79,13 @@ def run_download(args: argparse.Namespace) -> int:
 
     try:
         if args.kind == "dataset":
-            path = download_dataset(args.name, to=args.to or Path("datasets"), url=args.url, show_progress=not args.quiet)
-            log.info("dataset in %s; train with: cyclegan train --dataroot %s --name %s", path, path, args.name)
+            path = download_dataset(args.name, to=args.to or Path("datasets"), url=args.url, show_progress=not args.quiet,
+                                    model=args.model)
+            log.info("dataset in %s; train with: cyclegan train --model %s --dataroot %s --name %s", path, args.model,
+                     path, args.name)
         else:
-            path = download_model(args.name, to=args.to or Path("checkpoints"), url=args.url, show_progress=not args.quiet)
+            path = download_model(args.name, to=args.to or Path("checkpoints"), url=args.url, show_progress=not args.quiet,
+                                  model=args.model)
             log.info("model in %s; translate with: cyclegan translate --checkpoint %s INPUT --output DIR", path, path)
     except DownloadError as exc:
         raise CommandError(str(exc)) from None

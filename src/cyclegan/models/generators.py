@@ -159,7 +159,8 @@ class UnetSkipBlock(nn.Module):
 class UnetGenerator(nn.Module):
     """The pix2pix U-Net: ``num_downs`` stride-2 levels (8 for 256 px, 7 for 128 px) with skips.
 
-    Spatial sizes must be multiples of 2**num_downs (``size_multiple``).
+    Spatial sizes must be multiples of 2**num_downs (``size_multiple``); one multiple is enough
+    (``smallest_side``): the innermost level, at 1x1, has no norm and no padding.
     """
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, *, num_downs: int = 8, base_channels: int = 64,
@@ -176,7 +177,7 @@ class UnetGenerator(nn.Module):
         for outer in (4, 2, 1):
             block = UnetSkipBlock(c * outer, c * outer * 2, submodule=block, norm=norm)
         self.model = UnetSkipBlock(out_channels, c, in_channels=in_channels, submodule=block, outermost=True, norm=norm)
-        self.size_multiple = 2**num_downs
+        self.size_multiple = self.smallest_side = 2**num_downs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
