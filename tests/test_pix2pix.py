@@ -247,7 +247,7 @@ def test_train_command_translates_any_size_tests_and_evaluates(aligned, tmp_path
     translator = Translator.from_checkpoint(run)
     expected = []
     for path in sorted((aligned / "test").glob("*.png")):
-        both = torch.from_numpy(np.asarray(Image.open(path))).permute(2, 0, 1).float() / 127.5 - 1
+        both = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1).float() / 127.5 - 1
         a, b = both[:, :, :SIZE], both[:, :, SIZE:]
         expected.append(psnr(translator.translate_tensor(a), b))
     assert report["results"]["AtoB"]["truth"]["psnr_db"] == pytest.approx(float(np.mean(expected)), abs=1e-4)
