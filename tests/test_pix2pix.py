@@ -287,6 +287,8 @@ def test_export_onnx_serves_the_one_direction(pix2pix_config, tmp_path):
     x = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(OnnxGenerator(path)(x), Checkpoint(run).generator("AtoB")(x), atol=1e-5)
+    from_file = Translator(OnnxGenerator(path), in_channels=3).translate_tensor(x[0])  # padded alike: one multiple
+    assert torch.allclose(from_file, Translator.from_checkpoint(run).translate_tensor(x[0]), atol=1e-5)
     service = TranslationService(run)
     assert list(service.translators) == ["AtoB"] and service.describe()["model"] == "pix2pix"
 

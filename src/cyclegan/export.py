@@ -30,6 +30,7 @@ def export_metadata(checkpoint: Checkpoint, direction: str, generator: nn.Module
         "network": generator_name(checkpoint, direction),
         "in_channels": model.generator_channels(direction)[0],
         "size_multiple": getattr(generator, "size_multiple", 4),
+        "smallest_side": getattr(generator, "smallest_side", 2 * getattr(generator, "size_multiple", 4)),
         "input_range": [-1.0, 1.0],
         "layout": "NCHW",
         "config": checkpoint.config.to_dict(),
@@ -113,6 +114,7 @@ class OnnxGenerator(nn.Module):
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = json.loads(props.get(METADATA_KEY, "{}"))
         self.size_multiple = int(self.metadata.get("size_multiple", 4))
+        self.smallest_side = int(self.metadata.get("smallest_side", 2 * self.size_multiple))
         self.in_channels = int(self.metadata.get("in_channels", 3))
         self.input_name = self.session.get_inputs()[0].name
 
