@@ -23,6 +23,12 @@ and a Markdown table:
     python benchmarks/learning.py --curve                                  # both tasks, paper and fast, 10 min each
     python benchmarks/learning.py --curve --tasks etching --recipes fast --minutes 3
     python benchmarks/learning.py --curve --tasks winter --recipes fast --shared_content   # B = T(A's own crops)
+    python benchmarks/learning.py --curve --recipes pix2pix pix2pix_fast fast_paired --reuse benchmarks/results/learning/curves.json
+
+What pairs buy: the pairs are known on these tasks (a crop of A and its true look T(a)), so the
+pix2pix rows train on all of them (trainA and trainB = T(trainA), matched by name), and fast_paired
+trains the fast recipe with --lambda_paired 10 on PAIRED_FRACTION of them (their T(a) added to
+trainB under the same names, beside B's own crops). All are scored on the same held-out crops.
 
 --reuse FILE keeps the curves of the recipes not run now from an earlier curves.json (the same data
 and machine): after a change to the fast recipe, `--recipes fast --reuse benchmarks/results/learning/curves.json`
@@ -68,13 +74,26 @@ AT_64_PX = {"load_size": 72, "crop_size": 64, "num_threads": 0, "print_freq": 20
             "save_latest_freq": 100000, "save_epoch_freq": 1000}
 # What each curve trains. "paper" is the official recipe with the paper's 64-128 px generator; its
 # lr stays constant through the first 100 epochs, i.e. through the whole curve.
+FAST = {**DEMO_OPTIONS, "lambda_colour": 0.0, **AT_64_PX}  # the recipe alone, with the demo's sizes
+# pix2pix with the fast rows' networks (resnet_6blocks ngf 16, ndf 32, instance norm: the curves score in
+# eval mode, where batch norm would use running statistics); its iterations cost about half of CycleGAN's,
+# so the fast bundle gets twice the epochs to fill the same time.
+PIX2PIX_NETWORKS = {"model": "pix2pix", "netG": "resnet_6blocks", "ngf": 16, "ndf": 32, "norm": "instance"}
 CURVE_RUNS = {
     "paper": {"recipe": "paper", "netG": "resnet_6blocks", **AT_64_PX},
-    "fast": {**DEMO_OPTIONS, "lambda_colour": 0.0, **AT_64_PX},  # the recipe alone, with the demo's sizes
+    "fast": FAST,
     "fast_colour": {**DEMO_OPTIONS, **AT_64_PX},  # what make demo trains: fast + --lambda_colour 3
+    "pix2pix": {**PIX2PIX_NETWORKS, **AT_64_PX},  # the official pix2pix objective and schedule
+    "pix2pix_fast": {**FAST, **PIX2PIX_NETWORKS, "n_epochs": 8, "n_epochs_decay": 8},
+    "fast_paired": {**FAST, "lambda_paired": 10.0},
 }
+# The data each curve trains on (the held-out crops are the same for all): the task's unpaired domains,
+# every pair, or the unpaired domains plus PAIRED_FRACTION of the pairs.
+CURVE_DATA = {"pix2pix": "pairs", "pix2pix_fast": "pairs", "fast_paired": "some_pairs"}
+PAIRED_FRACTION = 0.1
 MINUTE_MARKS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
-COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 40, 170)}
+COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 40, 170), "pix2pix": (20, 140, 60),
+           "pix2pix_fast": (230, 140, 0), "fast_paired": (0, 170, 190)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:
@@ -184,8 +203,35 @@ class Curve:
         return self.trained >= self.limit
 
 
+def paired_data(dataroot: Path, task: str, kind: str) -> Path:
+    """The training folder of a curve: ``dataroot`` itself, or beside it trainA/ + trainB/ of pairs (a crop and
+    its true look, same names): all of them ("pairs"), or the unpaired domains plus PAIRED_FRACTION of them
+    ("some_pairs", every 1/PAIRED_FRACTION-th crop of A)."""
+    if kind == "unpaired":
+        return dataroot
+    root = dataroot.parent / kind
+    marker = root / "made.json"
+    if marker.is_file():
+        return root
+    crops = find_images(dataroot / "trainA")
+    partnered = crops if kind == "pairs" else crops[::round(1 / PAIRED_FRACTION)]
+    for sub in ("trainA", "trainB"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for path in crops:
+        load_image(path).save(root / "trainA" / path.name)
+    for path in partnered:
+        TASKS[task].transform(load_image(path)).save(root / "trainB" / path.name)
+    if kind == "some_pairs":
+        for path in find_images(dataroot / "trainB"):
+            load_image(path).save(root / "trainB" / f"b_{path.name}")  # B's own crops: no A crop has their names
+    marker.write_text(json.dumps({"pairs": len(partnered), "of": len(crops)}))
+    return root
+
+
 def run_curve(task: str, recipe: str, dataroot: Path, workdir: Path, minutes: float, changes: dict) -> dict:
-    config = build_experiment({**CURVE_RUNS[recipe], "dataroot": str(dataroot), "checkpoints_dir": str(workdir),
+    """Train ``recipe`` on ``task`` for up to ``minutes``; score the held-out crops of ``dataroot`` along the way."""
+    training = paired_data(dataroot, task, CURVE_DATA.get(recipe, "unpaired"))
+    config = build_experiment({**CURVE_RUNS[recipe], "dataroot": str(training), "checkpoints_dir": str(workdir),
                                "name": f"{task}_{recipe}", **changes})
     trainer = Trainer(config)
     curve = Curve(dataroot, MINUTE_MARKS, minutes)
