@@ -1,4 +1,4 @@
-"""The learning benchmark's data-bound reference: the true translation recoloured into domain B's colours."""
+"""The learning benchmark: its data-bound reference (the true translation recoloured into domain B's colours) and the training folders of its paired rows."""
 
 import importlib.util
 from pathlib import Path
@@ -84,3 +84,20 @@ def test_shared_content_is_undone_by_the_next_build_of_the_same_data(learning, t
     assert train_b(root) != real_b
     build_demo_dataset(root, train_per_photo=2, test_per_photo=1)  # a later run without --shared_content
     assert train_b(root) == real_b
+
+
+def test_the_paired_rows_train_on_the_known_pairs(learning, tmp_path):
+    from conftest import write_images
+
+    root = tmp_path / "task" / "data"
+    crops = write_images(root / "trainA", 20, size=(16, 16), seed=1)
+    write_images(root / "trainB", 3, size=(16, 16), seed=2)
+    pairs = learning.paired_data(root, "winter", "pairs")
+    assert sorted(p.name for p in (pairs / "trainB").iterdir()) == [p.name for p in crops]
+    truth = learning.TASKS["winter"].transform(Image.open(crops[4]).convert("RGB"))
+    assert np.array_equal(np.asarray(Image.open(pairs / "trainB" / crops[4].name)), np.asarray(truth))
+    some = learning.paired_data(root, "winter", "some_pairs")
+    names = sorted(p.name for p in (some / "trainB").iterdir())
+    partnered = [n for n in names if not n.startswith("b_")]
+    assert len(partnered) == round(20 * learning.PAIRED_FRACTION) and len(names) == len(partnered) + 3
+    assert learning.paired_data(root, "winter", "unpaired") == root
