@@ -191,6 +191,13 @@ class Trainer:
         self.last_images = {k: v[0].detach() for k, v in images.items() if v.dim() == 4}
         return {name: losses[name].detach() for name in self.model.loss_names if name in losses}
 
+    def _backward_and_step(self, optimizer: torch.optim.Optimizer, total: torch.Tensor,
+                           losses: dict[str, torch.Tensor], which: str) -> None:
+        """Backpropagate ``total`` (scaled for fp16) and apply the update, unless a loss is non-finite."""
+        self.scaler.scale(total).backward()
+        if update_allowed(self, total, losses, which):
+            self.scaler.step(optimizer)
+
     def _on_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, memory_format=self.memory_format, non_blocking=True)
 
@@ -207,17 +214,13 @@ class Trainer:
         with autocast(self.device, self.precision):
             d_losses = self.d_side(real_a, real_b, fake_ab)
         total = self.model.discriminator_total(d_losses)
-        self.scaler.scale(total).backward()
-        if update_allowed(self, total, d_losses, "discriminator"):
-            self.scaler.step(self.opt_d)
+        self._backward_and_step(self.opt_d, total, d_losses, "discriminator")
         set_requires_grad([discriminator], False)
         self.opt_g.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
             g_losses = self.model.generator_losses(images)
         total = sum(g_losses.values())
-        self.scaler.scale(total).backward()
-        if update_allowed(self, total, g_losses, "generator"):
-            self.scaler.step(self.opt_g)
+        self._backward_and_step(self.opt_g, total, g_losses, "generator")
         set_requires_grad([discriminator], True)
         return images, {**g_losses, **d_losses}
 
@@ -246,9 +249,7 @@ class Trainer:
         with autocast(self.device, self.precision):
             images, losses = self.g_side(real_a, real_b, self._colour_inputs(), partners)
         total = sum(losses.values())
-        self.scaler.scale(total).backward()
-        if update_allowed(self, total, losses, "generator"):
-            self.scaler.step(self.opt_g)
+        self._backward_and_step(self.opt_g, total, losses, "generator")
         set_requires_grad(discriminators, True)
         return images, losses
 
@@ -279,9 +280,7 @@ class Trainer:
         with autocast(self.device, self.precision):
             losses = self.d_side(images["real_a"], images["real_b"], fake_a, fake_b)
         total = losses["D_A"] + losses["D_B"]
-        self.scaler.scale(total).backward()
-        if update_allowed(self, total, losses, "discriminator"):
-            self.scaler.step(self.opt_d)
+        self._backward_and_step(self.opt_d, total, losses, "discriminator")
         return losses
 
     # ---- schedule ------------------------------------------------------------------------
