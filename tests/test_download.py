@@ -223,6 +223,7 @@ def test_a_pix2pix_zoo_model_becomes_a_pix2pix_checkpoint(server, tmp_path, monk
     assert cli.main(["download", "model", "sat2map", "--model", "pix2pix", "--to", str(tmp_path), "--quiet"]) == 0
     run = tmp_path / "sat2map"
     assert Checkpoint(run).config.model.model == "pix2pix" and Checkpoint(run).config.model.norm == "batch"
+    assert Checkpoint(run).config.data.direction == "AtoB"  # maps: A is the aerial photo
     from cyclegan.translate import Translator
 
     x = torch.rand(1, 3, 128, 128) * 2 - 1
@@ -230,5 +231,8 @@ def test_a_pix2pix_zoo_model_becomes_a_pix2pix_checkpoint(server, tmp_path, monk
         assert torch.allclose(Translator.from_checkpoint(run).translate_tensor(x), official(x), atol=1e-5)
     with pytest.raises(DownloadError, match="holds the pix2pix model sat2map already"):
         download_model("sat2map", to=tmp_path, url=server.url, show_progress=False)  # the CycleGAN one
+    server.files["/facades_label2photo.pth"] = buffer.getvalue()
+    labels = download_model("facades_label2photo", to=tmp_path, url=server.url, show_progress=False, model="pix2pix")
+    assert Checkpoint(labels).config.data.direction == "BtoA"  # facades: labels are the right (B) half
     assert cli.main(["download", "model", "edges2cats", "--model", "pix2pix", "--to", str(tmp_path)]) == 2
     assert "valid: facades_label2photo" in capsys.readouterr().err

@@ -42,6 +42,9 @@ PIX2PIX_DATASET_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets"
 PIX2PIX_MODEL_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch"
 PIX2PIX_DATASET_URL_ENV = "PIX2PIX_DATASET_URL"
 PIX2PIX_MODEL_URL_ENV = "PIX2PIX_MODEL_URL"
+# The zoo models that translate their dataset's B half into its A half (facades: A = photo, B = labels; maps:
+# A = aerial; night2day: A = night): the official test commands pass --direction BtoA for them.
+PIX2PIX_MODEL_DIRECTIONS = {"facades_label2photo": "BtoA", "map2sat": "BtoA", "day2night": "BtoA"}
 PIX2PIX_PRETRAINED_OPTIONS = {"model": "pix2pix", "netG": "unet_256", "ngf": 64, "norm": "batch", "no_dropout": False,
                               "input_nc": 3, "output_nc": 3}
 CHUNK = 1 << 16
@@ -232,5 +235,6 @@ def download_model(name: str, *, to: str | Path = "checkpoints", url: str | None
             part.unlink(missing_ok=True)
             raise DownloadError(f"the downloaded {name}.pth is not a usable generator ({exc}); removed it") from None
         part.replace(weights)
-    import_official(weights, {**options, "name": name, "checkpoints_dir": str(to)})
+    direction = PIX2PIX_MODEL_DIRECTIONS.get(name, "AtoB") if model == "pix2pix" else "AtoB"
+    import_official(weights, {**options, "direction": direction, "name": name, "checkpoints_dir": str(to)})
     return run
