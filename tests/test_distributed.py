@@ -153,3 +153,49 @@ def test_what_ddp_cannot_do_on_this_machine_is_refused_at_start(tiny_config, opt
 
     with pytest.raises(ValueError, match=words):
         Trainer(tiny_config(**options), device="cpu", distributed=Distributed(rank=0, world_size=2, backend="gloo"))
+
+
+def averaged_pix2pix_step(trainer: Trainer, batches) -> list[dict[str, float]]:
+    """One pix2pix iteration in one process as two DDP ranks do it: every rank's G(a), then D's gradient
+    averaged over the ranks and one D update, then G's averaged and one G update."""
+    model, world = trainer.model, len(batches)
+    fakes = [model.g_ab(a) for a, _ in batches]
+    trainer.opt_d.zero_grad(set_to_none=True)
+    outcomes = []
+    for (a, b), fake in zip(batches, fakes):
+        losses = model.discriminator_losses(a, b, torch.cat([a, fake], 1))
+        (model.discriminator_total(losses) / world).backward()
+        outcomes.append(losses)
+    trainer.opt_d.step()
+    set_requires_grad([model.d_b], False)
+    trainer.opt_g.zero_grad(set_to_none=True)
+    for (a, b), fake, losses in zip(batches, fakes, outcomes):
+        losses.update(model.generator_losses({"real_a": a, "fake_b": fake, "real_b": b}))
+        (sum(losses[name] for name in ("G_GAN", "G_L1")) / world).backward()
+    trainer.opt_g.step()
+    set_requires_grad([model.d_b], True)
+    return [{name: float(losses[name].detach()) for name in model.loss_names} for losses in outcomes]
+
+
+def test_pix2pix_under_two_ranks_is_one_process_averaging_their_gradients(tmp_path):
+    """Instance norm and no dropout, so that the ranks share nothing but the averaged gradients."""
+    from cyclegan.config import build_experiment
+
+    config = build_experiment({"model": "pix2pix", "netG": "unet_128", "ngf": 4, "ndf": 4, "norm": "instance",
+                               "no_dropout": True, "crop_size": 128, "load_size": 128, "dataroot": str(tmp_path),
+                               "checkpoints_dir": str(tmp_path / "runs")})
+    (tmp_path / "config.json").write_text(config.to_json())
+    torchrun(str(Path(__file__).parent / "helpers" / "ddp_worker.py"), str(tmp_path / "config.json"), str(tmp_path),
+             str(STEPS), "128")
+    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    assert all(torch.equal(ranks[0][key], ranks[1][key]) for key in ranks[0])
+    rank_losses = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    with torch_threads(WORKER_THREADS):
+        single = Trainer(config, device="cpu")
+        losses = [averaged_pix2pix_step(single, [rank_batch(0, step, 128), rank_batch(1, step, 128)])
+                  for step in range(STEPS)]
+    for step in range(STEPS):
+        for r in (0, 1):
+            assert losses[step][r] == rank_losses[r][step], (step, r)
+    for key, value in single.model.state_dict().items():
+        assert torch.equal(value, ranks[0][key]), key

@@ -122,10 +122,6 @@ class Trainer:
         self.memory_format = memory_format(self.device, t.memory_format)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest kernels once
-        if distributed.enabled and config.model.model == "pix2pix":
-            raise ValueError("--model pix2pix is not supported under torchrun yet (its generator forward comes before "
-                             "the discriminator update, and that order is not tested with DistributedDataParallel); "
-                             "train it in one process")
         seed_everything(t.seed)
         self.model = build_objective(config)
         if distributed.enabled and "batch" in (config.model.norm, config.model.norm_D):
@@ -144,8 +140,9 @@ class Trainer:
         if isinstance(self.model, CycleGAN):
             self.g_side, self.d_side = distributed.wrap(GeneratorSide(self.model), self.device), \
                 distributed.wrap(DiscriminatorSide(self.model), self.device)
-        else:
-            self.g_side, self.d_side = self.model.g_ab, ConditionalDiscriminatorSide(self.model)
+        else:  # pix2pix: G's forward is wrapped alone, since D is updated between it and G's backward
+            self.g_side, self.d_side = distributed.wrap(self.model.g_ab, self.device), \
+                distributed.wrap(ConditionalDiscriminatorSide(self.model), self.device)
         pool_seed = t.seed + 1000 * distributed.rank  # every rank keeps its own pools
         self.pool_a = ImagePool(t.pool_size, torch.Generator().manual_seed(pool_seed + 1))  # fakes of A, for d_a
         self.pool_b = ImagePool(t.pool_size, torch.Generator().manual_seed(pool_seed + 2))  # fakes of B, for d_b
