@@ -425,3 +425,9 @@ def test_the_paired_loss_counts_only_the_items_whose_partner_is_known(tiny_confi
         assert torch.allclose(losses["paired_B"], 2.0 * (model.g_ba(partner[1:]) - real_a[1:]).abs().mean())
     none = model.paired_losses({**images, "has_partner": torch.tensor([False, False])})
     assert float(none["paired_A"]) == float(none["paired_B"]) == 0.0
+
+
+def test_the_fast_recipe_with_the_default_unet_says_what_to_change():
+    with pytest.raises(ValueError, match="--netG unet_256 has no --global_residual.*pass --netG resnet_9blocks"):
+        build_experiment({"model": "pix2pix", "recipe": "fast"})
+    assert build_experiment({"model": "pix2pix", "recipe": "fast", "netG": "resnet_9blocks"}).model.global_residual

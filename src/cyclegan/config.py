@@ -365,6 +365,10 @@ def validate(config: ExperimentConfig) -> None:
     if d.preprocess in ("resize_and_crop", "crop", "scale_width_and_crop") and d.crop_size % stride:
         raise ValueError(f"--crop_size {d.crop_size} is not a multiple of {stride}, the size {m.netG} needs "
                          f"(its output would not match its input); use e.g. --crop_size {max(stride, d.crop_size // stride * stride)}")
+    if m.netG.startswith("unet") and (m.global_residual or m.upsample != "transpose" or m.colour_path):
+        raise ValueError(f"--netG {m.netG} has no --global_residual, --upsample resize or --colour_path (--recipe fast "
+                         f"sets the first two): pass --netG resnet_9blocks or resnet_6blocks, or --no-global_residual "
+                         f"--upsample transpose")
     if m.global_residual and m.input_nc != m.output_nc:
         raise ValueError("global_residual needs input_nc == output_nc")
     if m.colour_path and not m.global_residual:
