@@ -218,13 +218,6 @@ class PairedDataset(torch.utils.data.Dataset):
                     "A_path": str(path_a), "B_path": str(path_b)}
         raise ImageReadError(f"no readable pair among {len(self.pairs)}, e.g. {self.pairs[0][0]}")
 
-    def spread_sample(self, domain: str, count: int, seed: int):
-        """Up to ``count`` preprocessed images of domain ``"a"`` or ``"b"``, spread evenly over the pairs."""
-        generator = torch.Generator().manual_seed(seed)
-        for index in range(0, len(self.pairs), max(1, len(self.pairs) // count)):
-            a, b = self.preprocess.pair(*self._images(self.pairs[index]), generator)
-            yield match_channels(a, self.channels_a) if domain == "a" else match_channels(b, self.channels_b)
-
     def _images(self, pair: tuple[Path, Path | None]) -> tuple[Image.Image, Image.Image]:
         return pair_images(pair, channels_a=self.channels_a, channels_b=self.channels_b, swap=self.swap)
 
@@ -362,7 +355,7 @@ def find_pairs(dataroot: str | Path, *, phase: str = "train", direction: str = "
 
 def matched_pairs(folder_a: Path, folder_b: Path, *, max_count: int = 0, min_side: int = 0, on_bad: str = "skip"):
     """([(a, b)], [(bad path, problem)]): the images of two folders paired by relative path without extension."""
-    by_stem = {path.relative_to(folder_b).with_suffix(""): path for path in find_images(folder_b)}
+    by_stem = _by_stem(find_images(folder_b), folder_b)
     pairs, bad = [], []
     used = set()
     for path in find_images(folder_a, max_count=max_count):
@@ -386,6 +379,11 @@ def matched_pairs(folder_a: Path, folder_b: Path, *, max_count: int = 0, min_sid
 
 def partners_by_name(paths_a: Sequence[Path], paths_b: Sequence[Path], folder_a: Path, folder_b: Path) -> dict[Path, Path]:
     """{A image: the B image of the same relative path without extension}, for --lambda_paired."""
-    by_stem = {path.relative_to(folder_b).with_suffix(""): path for path in paths_b}
+    by_stem = _by_stem(paths_b, folder_b)
     found = {path: by_stem.get(path.relative_to(folder_a).with_suffix("")) for path in paths_a}
     return {a: b for a, b in found.items() if b is not None}
+
+
+def _by_stem(paths: Sequence[Path], folder: Path) -> dict[Path, Path]:
+    """{relative path without extension: path}: how partners find each other across two folders."""
+    return {path.relative_to(folder).with_suffix(""): path for path in paths}
