@@ -28,7 +28,8 @@ and a Markdown table:
 What pairs buy: the pairs are known on these tasks (a crop of A and its true look T(a)), so the
 pix2pix rows train on all of them (trainA and trainB = T(trainA), matched by name), and fast_paired
 trains the fast recipe with --lambda_paired 10 on PAIRED_FRACTION of them (their T(a) added to
-trainB under the same names, beside B's own crops). All are scored on the same held-out crops.
+trainB under the same names, beside B's own crops); fast_paired_data trains the fast recipe on that
+same data without the paired loss. All are scored on the same held-out crops.
 
 --reuse FILE keeps the curves of the recipes not run now from an earlier curves.json (the same data
 and machine): after a change to the fast recipe, `--recipes fast --reuse benchmarks/results/learning/curves.json`
@@ -86,14 +87,15 @@ CURVE_RUNS = {
     "pix2pix": {**PIX2PIX_NETWORKS, **AT_64_PX},  # the official pix2pix objective and schedule
     "pix2pix_fast": {**FAST, **PIX2PIX_NETWORKS, "n_epochs": 8, "n_epochs_decay": 8},
     "fast_paired": {**FAST, "lambda_paired": 10.0},
+    "fast_paired_data": FAST,  # fast_paired's data without its loss: what the T(a) images in trainB give alone
 }
 # The data each curve trains on (the held-out crops are the same for all): the task's unpaired domains,
 # every pair, or the unpaired domains plus PAIRED_FRACTION of the pairs.
-CURVE_DATA = {"pix2pix": "pairs", "pix2pix_fast": "pairs", "fast_paired": "some_pairs"}
+CURVE_DATA = {"pix2pix": "pairs", "pix2pix_fast": "pairs", "fast_paired": "some_pairs", "fast_paired_data": "some_pairs"}
 PAIRED_FRACTION = 0.1
 MINUTE_MARKS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
 COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 40, 170), "pix2pix": (20, 140, 60),
-           "pix2pix_fast": (230, 140, 0), "fast_paired": (0, 170, 190)}
+           "pix2pix_fast": (230, 140, 0), "fast_paired": (0, 170, 190), "fast_paired_data": (120, 120, 60)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:
