@@ -15,7 +15,9 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from .images import IMAGE_EXTENSIONS, ImageReadError, find_images, load_image, match_channels, scan_images, to_tensor
+from .images import (
+    IMAGE_EXTENSIONS, ImageReadError, find_images, load_image, match_channels, peek_size, scan_images, to_tensor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,14 @@ class Preprocess:
 
     def pair(self, a: Image.Image, b: Image.Image, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Both images with the same resize, crop and flip (b is first resized to a's size when they differ)."""
-        if b.size != a.size:
-            b = b.resize(a.size, Image.BICUBIC)
         replay = torch.Generator().set_state(generator.get_state())
-        return self(a, generator), self(b, replay)
+        return self(a, generator), self.like(b, a.size, replay)
+
+    def like(self, b: Image.Image, size: tuple[int, int], replay: torch.Generator) -> torch.Tensor:
+        """``b`` prepared as its partner of ``size`` (width, height) was, ``replay`` repeating that partner's draws."""
+        if b.size != size:
+            b = b.resize(size, Image.BICUBIC)
+        return self(b, replay)
 
     def _random_crop(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
         width, height = image.size
@@ -144,8 +150,7 @@ class UnpairedDataset(torch.utils.data.Dataset):
         path_b = self.partners.get(path_a)
         if path_b is not None:
             try:
-                _, b = self.preprocess.pair(load_image(path_a, channels=self.channels_a),
-                                            load_image(path_b, channels=self.channels_b), replay)
+                b = self.preprocess.like(load_image(path_b, channels=self.channels_b), peek_size(path_a), replay)
                 return {"partner_b": match_channels(b, self.channels_b), "has_partner": True}
             except ImageReadError as exc:
                 log.warning("leaving out the pair %s / %s: %s", path_a, path_b, exc)
@@ -267,8 +272,9 @@ def unpaired_dataset_from_folders(
     if not str(dataroot) or not root.is_dir():
         raise FileNotFoundError(f"dataroot {root} does not exist; pass --dataroot with {phase}A/ and {phase}B/ inside")
     min_side = preprocess.crop_size if preprocess.mode == "crop" else 0
+    folders = domain_folders(root, phase, direction)
     domains = []
-    for folder in domain_folders(root, phase, direction):
+    for folder in folders:
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} does not exist; --dataroot must hold {phase}A/ and {phase}B/")
         paths = find_images(folder, max_count=max_dataset_size)
@@ -283,7 +289,6 @@ def unpaired_dataset_from_folders(
         if bad_images is not None:
             bad_images.extend(bad)
         domains.append(paths)
-    folders = domain_folders(root, phase, direction)
     partners = partners_by_name(domains[0], domains[1], *folders) if with_partners else None
     if with_partners and not partners:
         raise ValueError(f"--lambda_paired needs known pairs, but no image of {folders[0]} has a partner of the same "
