@@ -191,12 +191,7 @@ def _measure_direction(forward, back, paths, *, folder: Path, truth_dir: Path | 
                 missing += 1
                 continue
             target = match_channels(to_tensor(load_image(expected, channels=f.shape[0])), f.shape[0])
-            if target.shape != f.shape:
-                raise ValueError(f"ground truth {expected} is {tuple(target.shape)}, the translation of {path} "
-                                 f"is {tuple(f.shape)} (C, H, W)")
-            scores["psnr_db"].append(psnr(f, target))
-            scores["ssim"].append(ssim(f, target))
-            scores["l1_255"].append(l1_255(f, target))
+            add_truth_scores(scores, f, target, truth=expected, source=path)
         bar.update(len(batch_paths))
     result = {"images": len(cycle), "cycle_l1_255": float(np.mean(cycle)) if cycle else None}
     if features is not None:
@@ -212,6 +207,16 @@ def _measure_direction(forward, back, paths, *, folder: Path, truth_dir: Path | 
     return result
 
 
+def add_truth_scores(scores: dict[str, list[float]], fake, target, *, truth: Path, source: Path) -> None:
+    """Append PSNR, SSIM and L1 of ``fake`` (the translation of ``source``) against ``target`` (read from ``truth``)."""
+    if target.shape != fake.shape:
+        raise ValueError(f"ground truth {truth} is {tuple(target.shape)}, the translation of {source} "
+                         f"is {tuple(fake.shape)} (C, H, W)")
+    scores["psnr_db"].append(psnr(fake, target))
+    scores["ssim"].append(ssim(fake, target))
+    scores["l1_255"].append(l1_255(fake, target))
+
+
 def _measure_pairs(translator, checkpoint, root: Path, *, truth, max_images: int, features: Features | None,
                    show_progress: bool) -> dict:
     """A pix2pix generator's scores against the partners of its test pairs."""
@@ -223,12 +228,7 @@ def _measure_pairs(translator, checkpoint, root: Path, *, truth, max_images: int
     bar = progress(None, total=len(pairs), description="evaluate AtoB", enabled=show_progress, unit="img")
     for pair, _, fake, target in translated_pairs(translator, pairs, swap=swap,
                                                   channels_b=checkpoint.config.model.output_nc):
-        if target.shape != fake.shape:
-            raise ValueError(f"ground truth {pair[1] or pair[0]} is {tuple(target.shape)}, the translation of "
-                             f"{pair[0]} is {tuple(fake.shape)} (C, H, W)")
-        scores["psnr_db"].append(psnr(fake, target))
-        scores["ssim"].append(ssim(fake, target))
-        scores["l1_255"].append(l1_255(fake, target))
+        add_truth_scores(scores, fake, target, truth=pair[1] or pair[0], source=pair[0])
         if features is not None:
             fakes.append(tensor_features(features.net, [fake.clamp(-1, 1)], device=features.device))
             truths.append(tensor_features(features.net, [target], device=features.device))
