@@ -44,7 +44,17 @@ def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
             p.requires_grad_(flag)
 
 
-class CycleGAN(nn.Module):
+class Objective(nn.Module):
+    """What the Trainer reads of an objective: its network names (the attributes holding them), which are
+    generators and discriminators, the losses it logs, and how the sample grid is laid out."""
+
+    network_names: tuple[str, ...] = ()
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in self.network_names}
+
+
+class CycleGAN(Objective):
     """The four networks and the losses that tie them together."""
 
     network_names = NETWORK_NAMES
@@ -77,9 +87,6 @@ class CycleGAN(nn.Module):
         self.lambda_a, self.lambda_b, self.lambda_identity = lambda_a, lambda_b, lambda_identity
         self.lambda_gp = lambda_gp
         self.lambda_colour = lambda_colour
-
-    def networks(self) -> dict[str, nn.Module]:
-        return {name: getattr(self, name) for name in self.network_names}
 
     def translate_both(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """fake_b = G(a), rec_a = F(G(a)), fake_a = F(b), rec_b = G(F(b))."""
@@ -170,7 +177,7 @@ class DiscriminatorSide(nn.Module):
                 "D_B": model.discriminator_loss(self.d_a, real_a, fake_a)}
 
 
-class Pix2Pix(nn.Module):
+class Pix2Pix(Objective):
     """The official pix2pix objective (Isola et al. 2017): G translates A into B; D judges (a, b) stacked.
 
     D = 0.5 (GAN(D(a, G(a)), fake) + GAN(D(a, b), real)); G = GAN(D(a, G(a)), real) + lambda_L1 |G(a) - b|.
@@ -190,9 +197,6 @@ class Pix2Pix(nn.Module):
         self.g_ab, self.d_b = g_ab, d_b
         self.gan_loss = GANLoss(gan_mode)
         self.lambda_l1, self.lambda_gp = lambda_l1, lambda_gp
-
-    def networks(self) -> dict[str, nn.Module]:
-        return {name: getattr(self, name) for name in self.network_names}
 
     def generator_losses(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """G_GAN = GAN(D(a, G(a)), real) and G_L1 = lambda_L1 |G(a) - b| (the discriminator held fixed)."""
