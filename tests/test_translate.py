@@ -176,9 +176,11 @@ def test_pil_images_of_any_mode_keep_size_and_alpha(run_dir):
     out = back(rgba)
     assert out.size == (37, 29) and out.mode == "RGBA"
     assert np.array_equal(np.asarray(out.getchannel("A")), np.asarray(alpha))
-    for mode in ("L", "RGB", "P", "I;16"):
+    for mode in ("L", "RGB", "P"):
         out = back(photo(23, 41).convert(mode))
         assert out.size == (23, 41) and out.mode == "RGB"
+    deep = back(photo(23, 41).convert("I;16"))  # 16-bit gray in, 16-bit colour out: Pillow holds no such image
+    assert deep.size == (23, 41) and (deep.mode, deep.channels, deep.depth) == ("bands", 3, "16")
 
 
 def test_resize_is_opt_in():

@@ -60,8 +60,9 @@ class ModelConfig:
         "trainB/ (the paper); pix2pix = one generator and a conditional discriminator on aligned pairs (train/ of "
         "side-by-side A|B images, or trainA/ + trainB/ matched by file name), with the official pix2pix defaults "
         "beneath the options given: unet_256, batch norm, dropout, vanilla GAN, lambda_L1 100, no pool", choices=MODELS)
-    input_nc: int = option(3, "channels of domain A images (1 = grayscale, 3 = RGB)", choices=(1, 3))
-    output_nc: int = option(3, "channels of domain B images (1 = grayscale, 3 = RGB)", choices=(1, 3))
+    input_nc: int = option(3, "channels of domain A images: 1 = grayscale, 3 = RGB, any other count for "
+                           "multispectral or microscopy TIFFs (4 = RGB + near infrared, 2 = two stains)")
+    output_nc: int = option(3, "channels of domain B images (as --input_nc)")
     netG: str = option("resnet_9blocks", "generator: resnet_9blocks (256 px), resnet_6blocks (128 px), "
                        "unet_256 / unet_128 (U-Net with skips, 8 / 7 stride-2 levels)", choices=GENERATOR_NAMES)
     netD: str = option("basic", "discriminator: basic = 70x70 PatchGAN; n_layers = PatchGAN with n_layers_D "
@@ -369,6 +370,9 @@ def validate(config: ExperimentConfig) -> None:
         raise ValueError(f"--netG {m.netG} has no --global_residual, --upsample resize or --colour_path (--recipe fast "
                          f"sets the first two): pass --netG resnet_9blocks or resnet_6blocks, or --no-global_residual "
                          f"--upsample transpose")
+    for flag, count in (("--input_nc", m.input_nc), ("--output_nc", m.output_nc)):
+        if count < 1:
+            raise ValueError(f"{flag} must be a positive number of channels, got {count}")
     if m.global_residual and m.input_nc != m.output_nc:
         raise ValueError("global_residual needs input_nc == output_nc")
     if m.colour_path and not m.global_residual:

@@ -274,13 +274,13 @@ def unpaired_dataset_from_folders(
     min_side = preprocess.crop_size if preprocess.mode == "crop" else 0
     folders = domain_folders(root, phase, direction)
     domains = []
-    for folder in folders:
+    for folder, channels in zip(folders, (channels_a, channels_b)):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} does not exist; --dataroot must hold {phase}A/ and {phase}B/")
         paths = find_images(folder, max_count=max_dataset_size)
         if not paths:
             raise FileNotFoundError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-        paths, bad = scan_images(paths, min_side=min_side, on_bad=on_bad_image)
+        paths, bad = scan_images(paths, min_side=min_side, on_bad=on_bad_image, channels=channels)
         if not paths:
             raise FileNotFoundError(f"{folder} holds no usable image: all {len(bad)} failed, e.g. {bad[0][0]}: {bad[0][1]}")
         if len(paths) < 2 and phase == "train":

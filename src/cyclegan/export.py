@@ -29,6 +29,7 @@ def export_metadata(checkpoint: Checkpoint, direction: str, generator: nn.Module
         "direction": direction,
         "network": generator_name(checkpoint, direction),
         "in_channels": model.generator_channels(direction)[0],
+        "out_channels": model.generator_channels(direction)[1],
         "size_multiple": getattr(generator, "size_multiple", 4),
         "smallest_side": getattr(generator, "smallest_side", 2 * getattr(generator, "size_multiple", 4)),
         "input_range": [-1.0, 1.0],
@@ -116,6 +117,7 @@ class OnnxGenerator(nn.Module):
         self.size_multiple = int(self.metadata.get("size_multiple", 4))
         self.smallest_side = int(self.metadata.get("smallest_side", 2 * self.size_multiple))
         self.in_channels = int(self.metadata.get("in_channels", 3))
+        self.out_channels = int(self.metadata.get("out_channels", 3))
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

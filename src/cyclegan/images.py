@@ -5,6 +5,7 @@ file and the problem whenever an image cannot be read.
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from . import rasters
 from .names import BAD_IMAGE_POLICIES, OUTPUT_FORMATS
+from .rasters import Bands
 
 # What Pillow raises on a file it cannot decode: unknown or truncated data, a corrupt header, or a
 # declared size past its decompression-bomb limit.
@@ -41,20 +44,72 @@ HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 LUMA = (0.299, 0.587, 0.114)
 
 
-def load_image(path: str | Path, *, channels: int = 3) -> Image.Image:
-    """Decode ``path`` with its EXIF orientation applied, as RGB (3 channels) or grayscale (1).
-
-    16-bit, 32-bit and float grayscale images come back as mode F on the 0-255 scale (see
-    ``to_float_image``), so that no precision is lost; ``match_channels`` gives them 3 channels.
-    """
+def open_image(path: str | Path | bytes, *, name: str | None = None) -> Image.Image | Bands:
+    """The image at ``path`` (or in these bytes), decoded, its orientation applied: a Pillow image, or
+    ``Bands`` for what Pillow would read at less than its depth or channel count (16-bit colour PNG and
+    TIFF, TIFFs of 2 or 4+ bands). ``name`` is what errors call it (the path by default)."""
+    name = name or str(path)
+    source = path if isinstance(path, (bytes, bytearray)) else Path(path)
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            if image.mode in HIGH_DEPTH_MODES:
-                return to_float_image(image)
-            return image.convert("RGB" if channels == 3 else "L")
+        header = bytes(source[:32]) if isinstance(source, (bytes, bytearray)) else source.open("rb").read(32)
+    except OSError as exc:
+        raise ImageReadError(f"cannot read image {name}: {exc}") from exc
+    kind = rasters.sniff(header, source)
+    if kind:
+        try:
+            return rasters.decode(kind, source, name)
+        except rasters.RasterError as exc:
+            raise ImageReadError(str(exc)) from exc
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
     except DECODE_ERRORS as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+        raise ImageReadError(f"cannot read image {name}: {exc}") from exc
+
+
+def load_image(path: str | Path, *, channels: int = 3) -> Image.Image | Bands:
+    """Decode ``path`` with its orientation applied, with ``channels`` channels: RGB (3) or grayscale (1)
+    converted as Pillow does, any other count as ``Bands`` (the file must have that many, alpha included
+    or not). 16-bit, 32-bit and float grayscale images come back as mode F on the 0-255 scale (see
+    ``to_float_image``), so that no precision is lost; ``match_channels`` gives them 3 channels."""
+    image = open_image(path)
+    problem = channel_problem(image, channels)
+    if problem:
+        raise ImageReadError(f"{path}: {problem}")
+    if isinstance(image, Bands):
+        colour, _ = image.split_alpha()
+        return image if image.channels == channels else colour
+    if image.mode in HIGH_DEPTH_MODES:
+        return to_float_image(image)
+    if channels in (1, 3):
+        return image.convert("RGB" if channels == 3 else "L")
+    return Bands.from_array(np.asarray(image, dtype=np.float32).reshape(image.size[1], image.size[0], -1),
+                            alpha=image.mode in ALPHA_MODES, depth="8")
+
+
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def channel_counts(image: Image.Image | Bands) -> tuple[int, int]:
+    """(channels without alpha, channels with it) of a decoded image."""
+    if isinstance(image, Bands):
+        return image.channels - image.alpha, image.channels
+    bands = len(image.getbands())
+    if image.mode == "P":
+        return 3, 4 if "transparency" in image.info else 3
+    return bands - (image.mode in ALPHA_MODES), bands
+
+
+def channel_problem(image: Image.Image | Bands, channels: int) -> str | None:
+    """None when the image can feed a network of ``channels`` channels (its own count, with or without
+    alpha, or gray and colour into each other); else why not."""
+    colour, total = channel_counts(image)
+    if channels in (colour, total) or (channels in (1, 3) and colour in (1, 3)):
+        return None
+    if channels in (1, 3) and colour == 4 and not isinstance(image, Bands):
+        return None  # CMYK: Pillow converts it
+    return f"has {colour} channels{f' and alpha' if total > colour else ''}; the model takes {channels}"
 
 
 def to_float_image(image: Image.Image) -> Image.Image:
@@ -64,14 +119,8 @@ def to_float_image(image: Image.Image) -> Image.Image:
     their own minimum to maximum; float images are taken as [0, 1] when their values lie there,
     else also stretched from their minimum to their maximum.
     """
-    array = np.asarray(image, dtype=np.float64)
-    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
-    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
-        array = array / 65535.0
-    elif image.mode == "F" and low >= 0 and high <= 1:
-        pass
-    else:
-        array = (array - low) / max(high - low, 1e-12)
+    integer_max = None if image.mode == "F" else 65535.0
+    array = rasters.unit_interval(np.asarray(image, dtype=np.float64), integer_max=integer_max)
     return Image.fromarray((array * 255.0).astype(np.float32), mode="F")
 
 
@@ -87,34 +136,35 @@ def match_channels(tensor: torch.Tensor, channels: int) -> torch.Tensor:
     raise ValueError(f"cannot turn {tensor.shape[-3]} channels into {channels}")
 
 
-def image_problem(path: str | Path, *, min_side: int = 0) -> str | None:
-    """None when ``path`` decodes fully as an image with sides of at least ``min_side``; else why not.
+def image_problem(path: str | Path, *, min_side: int = 0, channels: int | None = None) -> str | None:
+    """None when ``path`` decodes fully as an image with sides of at least ``min_side`` (and, when given,
+    channels a network of ``channels`` can take); else why not.
 
     Catches zero-byte and non-image files, truncated data, decompression bombs (a huge declared
-    size) and images too small to crop.
+    size), images too small to crop and channel counts the model does not take.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.load()  # decodes everything: truncated files fail here
-                width, height = ImageOps.exif_transpose(image).size
+            image = open_image(path)  # decodes everything: truncated files fail here
     except Image.DecompressionBombWarning as exc:
         return f"declared size too large (a decompression bomb?): {exc}"
-    except DECODE_ERRORS as exc:
-        return str(exc) or type(exc).__name__
+    except ImageReadError as exc:
+        return str(exc.__cause__ or exc) or type(exc).__name__
+    width, height = image.size
     if min(width, height) < min_side:
         return f"{width}x{height} is smaller than crop_size {min_side}"
-    return None
+    return channel_problem(image, channels) if channels else None
 
 
-def scan_images(paths: Sequence[Path], *, min_side: int = 0, on_bad: str = "skip") -> tuple[list[Path], list[tuple[Path, str]]]:
+def scan_images(paths: Sequence[Path], *, min_side: int = 0, on_bad: str = "skip",
+                channels: int | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
     """(readable paths, [(bad path, problem)]); with ``on_bad="fail"`` the first bad one raises."""
     if on_bad not in BAD_IMAGE_POLICIES:
         raise ValueError(f"unknown --on_bad_image {on_bad!r}; valid: {', '.join(BAD_IMAGE_POLICIES)}")
     good, bad = [], []
     for path in paths:
-        problem = image_problem(path, min_side=min_side)
+        problem = image_problem(path, min_side=min_side, channels=channels)
         if problem is None:
             good.append(path)
         elif on_bad == "fail":
@@ -124,19 +174,28 @@ def scan_images(paths: Sequence[Path], *, min_side: int = 0, on_bad: str = "skip
     return good, bad
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """A PIL image as a float tensor in [-1, 1], shape (C, H, W)."""
-    array = np.asarray(image, dtype=np.float32)
+def to_tensor(image: Image.Image | Bands) -> torch.Tensor:
+    """A PIL image or ``Bands`` as a float tensor in [-1, 1], shape (C, H, W)."""
+    array = image.array() if isinstance(image, Bands) else np.asarray(image, dtype=np.float32)
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.transpose(2, 0, 1).copy()).div_(127.5).sub_(1.0)
 
 
 def to_image(tensor: torch.Tensor) -> Image.Image:
-    """A (C, H, W) tensor in [-1, 1] as an 8-bit PIL image."""
+    """A (C, H, W) tensor in [-1, 1] as an 8-bit PIL image; other channel counts than 1 and 3 as a
+    preview (pages, sample grids): the first three channels as RGB, or the first one as gray."""
+    if tensor.shape[-3] not in (1, 3):
+        tensor = tensor[..., :3 if tensor.shape[-3] > 3 else 1, :, :]
     array = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
     array = array.permute(1, 2, 0).numpy()
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+def to_bands(image: Image.Image) -> Bands:
+    """An 8-bit Pillow image as ``Bands`` of its own channels (alpha marked)."""
+    array = np.asarray(image, dtype=np.float32).reshape(image.size[1], image.size[0], -1)
+    return Bands.from_array(array, alpha=image.mode in ALPHA_MODES, depth="8")
 
 
 # ---- translation inputs and outputs: alpha, bit depth and channels kept ------------------------
@@ -145,7 +204,7 @@ def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     """The image without its alpha channel, and the alpha channel (None when it has none)."""
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if image.mode in ALPHA_MODES:
         return image.convert("RGB" if image.mode[0] in "RP" else "L"), image.getchannel("A")
     return image, None
 
@@ -154,14 +213,22 @@ def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
 class Restore:
     """What a translated tensor needs to become an image like its input: alpha, bit depth, channels."""
 
-    alpha: Image.Image | None = None
+    alpha: Image.Image | Bands | None = None
     depth: str = "8"  # "8", "16" (integer) or "float"
     channels: int | None = None  # the input's colour channels, when they differ from the network's
 
 
-def prepare_image(image: Image.Image, channels: int) -> tuple[torch.Tensor, Restore]:
-    """A (C, H, W) tensor in [-1, 1] with the network's channel count, and how to restore the input's kind."""
-    image, alpha = split_alpha(ImageOps.exif_transpose(image))
+def prepare_image(image: Image.Image | Bands, channels: int) -> tuple[torch.Tensor, Restore]:
+    """A (C, H, W) tensor in [-1, 1] with the network's channel count, and how to restore the input's kind;
+    a channel count the network cannot take is an ``ImageReadError``."""
+    problem = channel_problem(image, channels)
+    if problem:
+        raise ImageReadError(f"the image {problem}")
+    if not isinstance(image, Bands) and channels not in (1, 3):
+        image = to_bands(image)
+    if isinstance(image, Bands):
+        return _prepare_bands(image, channels)
+    image, alpha = split_alpha(upright(image))
     if image.mode in HIGH_DEPTH_MODES:
         depth = "float" if image.mode == "F" else "16"
         tensor = match_channels(to_tensor(to_float_image(image)), channels)
@@ -171,13 +238,23 @@ def prepare_image(image: Image.Image, channels: int) -> tuple[torch.Tensor, Rest
     return tensor, Restore(alpha, "8", source_channels if source_channels != channels and alpha is None else None)
 
 
-def finish_image(tensor: torch.Tensor, restore: Restore | Image.Image | None = None) -> Image.Image:
-    """The translated (C, H, W) tensor as an image of the input's kind (alpha, bit depth, channels)."""
+def _prepare_bands(image: Bands, channels: int) -> tuple[torch.Tensor, Restore]:
+    colour, alpha = (image, None) if image.channels == channels else image.split_alpha()
+    tensor = match_channels(to_tensor(colour), channels)
+    return tensor, Restore(alpha, image.depth, colour.channels if colour.channels != channels else None)
+
+
+def finish_image(tensor: torch.Tensor, restore: Restore | Image.Image | None = None) -> Image.Image | Bands:
+    """The translated (C, H, W) tensor as an image of the input's kind (alpha, bit depth, channels):
+    a Pillow image where Pillow holds that kind, else ``Bands`` (16-bit colour, other channel counts)."""
     if not isinstance(restore, Restore):
         restore = Restore(alpha=restore)
     if restore.channels:
         tensor = match_channels(tensor, restore.channels)
-    if restore.depth != "8" and tensor.shape[-3] == 1:  # Pillow has no 16-bit or float colour images
+    channels = tensor.shape[-3]
+    if channels not in (1, 3) or isinstance(restore.alpha, Bands) or (restore.depth != "8" and channels == 3):
+        return _finish_bands(tensor, restore)
+    if restore.depth != "8":  # gray: Pillow holds 16-bit and float grayscale
         values = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) / 2)[0].numpy()  # (H, W) in [0, 1]
         if restore.depth == "16":
             return Image.fromarray((values * 65535 + 0.5).astype(np.uint16))
@@ -189,29 +266,58 @@ def finish_image(tensor: torch.Tensor, restore: Restore | Image.Image | None = N
     return image
 
 
-def read_image(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except DECODE_ERRORS as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+def _finish_bands(tensor: torch.Tensor, restore: Restore) -> Bands:
+    values = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
+    bands = Bands.from_array(values, depth=restore.depth)
+    alpha = restore.alpha
+    if alpha is None:
+        return bands
+    return bands.with_alpha(alpha if isinstance(alpha, Bands) else Bands.from_array(
+        np.asarray(alpha, dtype=np.float32)[:, :, None], depth="8"))
 
 
-def peek_size(path: Path) -> tuple[int, int]:
-    """(width, height) after EXIF rotation, read from the header without decoding the pixels."""
+def upright(image: Image.Image | Bands) -> Image.Image | Bands:
+    """A Pillow image with its EXIF orientation applied; ``Bands`` are upright from decoding."""
+    return image if isinstance(image, Bands) else ImageOps.exif_transpose(image)
+
+
+def peek_size(path: Path | bytes) -> tuple[int, int]:
+    """(width, height) after orientation, read from the header (of a file, or of these bytes) without
+    decoding the pixels."""
+    source = path if isinstance(path, (bytes, bytearray)) else Path(path)
+    name = "the upload" if isinstance(path, (bytes, bytearray)) else path
     try:
-        with Image.open(path) as image:
+        header = bytes(source[:32]) if isinstance(source, (bytes, bytearray)) else source.open("rb").read(32)
+        kind = rasters.sniff(header, source)
+        if kind:
+            return rasters.header_size(kind, source)
+        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as image:
             width, height = image.size
-            rotated = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except DECODE_ERRORS as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+            rotated = _exif_orientation(image) in (5, 6, 7, 8)
+    except (*DECODE_ERRORS, rasters.RasterError) as exc:
+        raise ImageReadError(f"cannot read image {name}: {exc}") from exc
     return (height, width) if rotated else (width, height)
 
 
-def save_image(image: Image.Image, path: Path) -> Path:
-    """Save in the format the suffix names, dropping alpha or bit depth where the format lacks them."""
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation, 1 where the EXIF cannot be read (a truncated file: decoding reports that)."""
+    try:
+        return image.getexif().get(0x0112, 1)
+    except DECODE_ERRORS:
+        return 1
+
+
+def save_image(image: Image.Image | Bands, path: Path) -> Path:
+    """Save in the format the suffix names, dropping alpha or bit depth where the format lacks them;
+    ``Bands`` go through ``rasters.encode`` (TIFF: any channels and depth; PNG: 16-bit gray, RGB, RGBA)."""
     kind = OUTPUT_FORMATS.get(path.suffix.lower().lstrip("."), "PNG")
+    if isinstance(image, Bands):
+        image = _bands_for(image, kind)
+    if isinstance(image, Bands):
+        data = rasters.encode(image, kind)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
     if kind in FORMATS_WITHOUT_ALPHA and image.mode in ("RGBA", "LA"):
         image = image.convert(image.mode[:-1])
     if image.mode == "F" and kind != "TIFF":  # only TIFF stores floats; PNG keeps 16 bits of them
@@ -222,3 +328,15 @@ def save_image(image: Image.Image, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format=kind)
     return path
+
+
+def _bands_for(image: Bands, kind: str) -> Image.Image | Bands:
+    """``image`` as Pillow can save it in an 8-bit ``kind`` (JPEG, WebP, BMP): 1 or 3 channels at 8 bits,
+    the alpha dropped; TIFF and PNG keep the ``Bands``."""
+    if kind in ("TIFF", "PNG"):
+        return image
+    colour, _ = image.split_alpha()
+    if colour.channels not in (1, 3):
+        raise rasters.RasterError(f"{kind} holds 1 or 3 channels, not {colour.channels}: write TIFF (--format tif)")
+    values = (np.clip(colour.array(), 0, 255) + 0.5).astype(np.uint8)
+    return Image.fromarray(values[:, :, 0] if colour.channels == 1 else values)

@@ -11,10 +11,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from .checkpoint import Checkpoint, generator_name
-from .images import DECODE_ERRORS
+from .images import ImageReadError, open_image, peek_size
+from .rasters import Bands, RasterError, encode as encode_raster
 from .names import GENERATOR_FOR_DIRECTION
 from .tiling import TileOptions
 from .translate import Translator
@@ -65,7 +66,7 @@ class TranslationService:
             "limits": {"max_upload_mb": self.max_upload_bytes / 1024 / 1024, "max_pixels": self.max_pixels},
         }
 
-    def decode(self, data: bytes, filename: str) -> Image.Image:
+    def decode(self, data: bytes, filename: str) -> Image.Image | Bands:
         """The uploaded bytes as an image, refusing what is too big or not an image."""
         if not data:
             raise UploadProblem(400, f"{filename}: the upload is empty")
@@ -73,22 +74,20 @@ class TranslationService:
             raise UploadProblem(413, f"{filename}: {len(data) / 1024 / 1024:.1f} MB is more than the "
                                      f"{self.max_upload_bytes / 1024 / 1024:g} MB this server accepts (--max_upload_mb)")
         try:
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size  # from the header: checked before anything is decoded
-            if width * height > self.max_pixels:
-                raise UploadProblem(413, f"{filename}: {width}x{height} is {width * height:,} pixels, more than the "
-                                         f"{self.max_pixels:,} this server accepts (--max_pixels)")
-            image.load()
-            return ImageOps.exif_transpose(image)
-        except UploadProblem:
-            raise
-        except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-            raise UploadProblem(415, f"{filename} is not an image this server can read: {exc}") from None
-        except DECODE_ERRORS as exc:  # truncated or corrupt data
-            raise UploadProblem(400, f"{filename} cannot be decoded: {exc}") from None
+            width, height = peek_size(data)  # from the header: checked before anything is decoded
+        except ImageReadError as exc:
+            raise UploadProblem(415, f"{filename} is not an image this server can read: {exc.__cause__ or exc}") from None
+        if width * height > self.max_pixels:
+            raise UploadProblem(413, f"{filename}: {width}x{height} is {width * height:,} pixels, more than the "
+                                     f"{self.max_pixels:,} this server accepts (--max_pixels)")
+        try:
+            return open_image(data, name=filename)
+        except ImageReadError as exc:  # truncated or corrupt data
+            raise UploadProblem(400, f"{filename} cannot be decoded: {exc.__cause__ or exc}") from None
 
-    def translate(self, data: bytes, filename: str, direction: str) -> bytes:
-        """PNG bytes of the translation of an uploaded image."""
+    def translate(self, data: bytes, filename: str, direction: str) -> tuple[bytes, str]:
+        """(the translation's file bytes, their format: "png", or "tiff" for what PNG cannot hold) of an
+        uploaded image."""
         if direction not in self.translators:
             raise UploadProblem(400, f"unknown direction {direction!r}; this model translates: {', '.join(self.translators)}")
         image = self.decode(data, filename)
@@ -97,9 +96,14 @@ class TranslationService:
                 result = self.translators[direction](image)
         except ValueError as exc:  # e.g. an image smaller than the network's stride
             raise UploadProblem(422, f"{filename}: {exc}") from None
+        if isinstance(result, Bands):
+            try:
+                return encode_raster(result, "PNG"), "png"
+            except RasterError:
+                return encode_raster(result, "TIFF"), "tiff"
         buffer = io.BytesIO()
         result.save(buffer, format="PNG")
-        return buffer.getvalue()
+        return buffer.getvalue(), "png"
 
 
 def create_app(service: TranslationService):
@@ -144,9 +148,9 @@ def create_app(service: TranslationService):
     @app.post("/api/translate")
     def translate(file: UploadFile = File(...), direction: str = Form("AtoB")) -> Response:
         data = file.file.read(service.max_upload_bytes + 1)
-        png = service.translate(data, file.filename or "upload", direction)
-        return Response(png, media_type="image/png",
-                        headers={"Content-Disposition": f'inline; filename="{Path(file.filename or "image").stem}_{direction}.png"'})
+        body, kind = service.translate(data, file.filename or "upload", direction)
+        name = f"{Path(file.filename or 'image').stem}_{direction}.{'tif' if kind == 'tiff' else kind}"
+        return Response(body, media_type=f"image/{kind}", headers={"Content-Disposition": f'inline; filename="{name}"'})
 
     return app
 

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 
 from .checkpoint import Checkpoint
 from .devices import pick_device
 from .images import (
-    IMAGE_EXTENSIONS, Restore, finish_image, find_images, peek_size, prepare_image, read_image, save_image,
+    IMAGE_EXTENSIONS, Bands, ImageReadError, Restore, finish_image, find_images, open_image, peek_size, prepare_image,
+    save_image, upright,
 )
 from .models.layers import batch_statistics_mode
 from .names import BAD_IMAGE_POLICIES, OUTPUT_FORMATS
@@ -75,7 +76,7 @@ class Translator:
     >>> zebra = translator(Image.open("horse.jpg"))
     """
 
-    def __init__(self, generator: nn.Module, *, in_channels: int = 3, device: str | torch.device | None = None,
+    def __init__(self, generator: nn.Module, *, in_channels: int = 3, out_channels: int | None = None, device: str | torch.device | None = None,
                  tiles: TileOptions = TileOptions(), resize: Resize | None = None, on_bad_image: str = "fail",
                  show_progress: bool = False, checkpoint: Checkpoint | None = None, engine: nn.Module | None = None,
                  engine_choice: str = "torch, fp32", train_mode: bool = False):
@@ -95,6 +96,7 @@ class Translator:
             batch_statistics_mode(self.generator)
         self.engine, self.engine_choice = engine, engine_choice  # the choice in words, for the log
         self.in_channels = in_channels
+        self.out_channels = out_channels or int(getattr(generator, "out_channels", 0)) or in_channels
         self.multiple = getattr(generator, "size_multiple", 4)
         self.smallest_side = getattr(generator, "smallest_side", 2 * self.multiple)
         self.tiles = tiles.for_stride(self.multiple)
@@ -112,9 +114,9 @@ class Translator:
         """The generator for ``direction`` of a run folder, checkpoint file or opened ``Checkpoint``; no
         architecture flags. ``settings`` are the constructor's other keyword arguments."""
         checkpoint = path if isinstance(path, Checkpoint) else Checkpoint(path)
-        in_channels, _ = checkpoint.config.model.generator_channels(direction)
-        return cls(checkpoint.generator(direction), in_channels=in_channels, device=device, checkpoint=checkpoint,
-                   **settings)
+        in_channels, out_channels = checkpoint.config.model.generator_channels(direction)
+        return cls(checkpoint.generator(direction), in_channels=in_channels, out_channels=out_channels, device=device,
+                   checkpoint=checkpoint, **settings)
 
     @classmethod
     def on_engine(cls, path: str | Path | Checkpoint, direction: str = "AtoB", *, engine: str = "auto",
@@ -166,18 +168,21 @@ class Translator:
 
     # ---- images ----
 
-    def __call__(self, image: Image.Image) -> Image.Image:
-        """Translate a PIL image at its own size; an alpha channel is carried over unchanged."""
+    def __call__(self, image: Image.Image | Bands) -> Image.Image | Bands:
+        """Translate a PIL image (or ``Bands``) at its own size; an alpha channel is carried over unchanged."""
         if self.resize:
-            image = self.resize.apply(ImageOps.exif_transpose(image))
+            image = self.resize.apply(upright(image))
         tensor, restore = prepare_image(image, self.in_channels)
         return finish_image(self.translate_tensor(tensor), restore)  # translate_tensor checks the size
 
     def load(self, path: Path) -> tuple[torch.Tensor, Restore]:
-        image = ImageOps.exif_transpose(read_image(path))
+        image = open_image(path)
         if self.resize:
             image = self.resize.apply(image)
-        tensor, restore = prepare_image(image, self.in_channels)
+        try:
+            tensor, restore = prepare_image(image, self.in_channels)
+        except ImageReadError as exc:
+            raise ImageReadError(f"{path}: {exc}") from exc
         check_size(tensor.shape[-2], tensor.shape[-1], f"image {path}")
         return tensor, restore
 
@@ -239,6 +244,7 @@ class Translator:
         from .tracking import progress
 
         batch_size = batch_size or self.default_batch_size
+        self._check_formats(target for _, target in jobs)
         destination = dict(jobs)
         written: list[Path] = []
         saves: list[Future] = []
@@ -256,9 +262,20 @@ class Translator:
                 future.result()
         return written
 
-    def translate_folder(self, src: str | Path, dst: str | Path, *, format: str = "png", batch_size: int | None = None,
-                         show_progress: bool = False) -> list[Path]:
-        """Translate every image under ``src`` into ``dst``, keeping relative paths."""
+    def _check_formats(self, targets: Iterable[Path]) -> None:
+        """Refuse, before any work, output formats that cannot hold this model's channel count."""
+        if self.out_channels in (1, 3):
+            return
+        for suffix in {target.suffix.lower() for target in targets}:
+            if OUTPUT_FORMATS.get(suffix.lstrip(".")) != "TIFF":
+                raise ValueError(f"this model writes {self.out_channels} channels, which {suffix} files cannot hold: "
+                                 f"write TIFF (--format tif)")
+
+    def translate_folder(self, src: str | Path, dst: str | Path, *, format: str | None = None,
+                         batch_size: int | None = None, show_progress: bool = False) -> list[Path]:
+        """Translate every image under ``src`` into ``dst``, keeping relative paths (as png, or tif for
+        channel counts PNG cannot hold, unless ``format`` says otherwise)."""
+        format = format or default_format(self.out_channels)
         return self.translate_files(plan_outputs([src], dst, format=format), batch_size=batch_size,
                                     show_progress=show_progress)
 
@@ -297,6 +314,11 @@ def _glob_images(pattern: str) -> list[tuple[Path, Path]]:
         elif match.suffix.lower() in IMAGE_EXTENSIONS:
             found.append((match, match.relative_to(base)))
     return found
+
+
+def default_format(channels: int) -> str:
+    """png for gray and RGB results; tif for other channel counts, which PNG cannot hold."""
+    return "png" if channels in (1, 3) else "tif"
 
 
 def plan_outputs(inputs: Iterable[str | Path], output: str | Path, *, format: str = "png") -> list[tuple[Path, Path]]:

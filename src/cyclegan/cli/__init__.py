@@ -139,7 +139,8 @@ def add_translate_parser(subparsers) -> None:
     p.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder for the translated images")
     p.add_argument("--direction", choices=DIRECTIONS, default="AtoB",
                    help="AtoB uses G_A (g_ab), BtoA uses G_B (g_ba) (default: AtoB)")
-    p.add_argument("--format", choices=tuple(OUTPUT_FORMATS), default="png", help="output image format (default: png)")
+    p.add_argument("--format", choices=tuple(OUTPUT_FORMATS), default=None,
+                   help="output image format (default: png; tif for models of other than 1 or 3 channels)")
     p.add_argument("--resize", metavar="N|WxH", default=None,
                    help="resize before translating: N = shorter side N, aspect kept; WxH = exactly that size")
     p.add_argument("--load_size", type=int, default=None, metavar="N",
@@ -157,15 +158,15 @@ def add_translate_parser(subparsers) -> None:
 
 
 def run_translate(args: argparse.Namespace) -> int:
-    from ..translate import Resize, plan_outputs
+    from ..translate import Resize, default_format, plan_outputs
 
     if args.resize and args.load_size:
         raise CommandError("give --resize or --load_size, not both")
     resize = Resize.parse(f"{args.load_size}x{args.load_size}" if args.load_size else args.resize)
-    jobs = plan_outputs(args.inputs, args.output, format=args.format)
+    translator = _translator(args, resize)
+    jobs = plan_outputs(args.inputs, args.output, format=args.format or default_format(translator.out_channels))
     if args.skip_existing:
         jobs = [(source, target) for source, target in jobs if not target.exists()]
-    translator = _translator(args, resize)
     written = translator.translate_files(jobs, batch_size=args.batch_size, show_progress=not args.quiet)
     log.info("translated %d images (%s) into %s", len(written), args.direction, args.output)
     if translator.skipped:
@@ -195,7 +196,7 @@ def _translator(args: argparse.Namespace, resize):
     if exported and exported != args.direction:
         raise CommandError(f"{args.onnx} translates {exported}, not {args.direction}: pass --direction {exported} "
                            f"or export the other generator")
-    return Translator(generator, in_channels=generator.in_channels, **settings)
+    return Translator(generator, in_channels=generator.in_channels, out_channels=generator.out_channels, **settings)
 
 
 def add_test_split_flags(p: argparse.ArgumentParser) -> None:
