@@ -43,6 +43,13 @@ TILE_STATS = ("exact", "estimate")
 # Output file extensions and the Pillow format each is written in.
 OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
 
+# Video: the containers read and written (FFmpeg's, through PyAV), and how instance norm meets time:
+# frame = each frame's own statistics; smooth = a moving average over the frames so far; clip = the
+# statistics of each shot (two passes).
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+TEMPORAL_STATS = ("frame", "smooth", "clip")
+DEFAULT_VIDEO_CODEC = "libx264"
+
 EXPORT_FORMATS = ("onnx", "torchscript")
 # Inference engines: auto = OpenVINO when installed, else PyTorch.
 ENGINES = ("auto", "torch", "openvino", "onnxruntime")

@@ -322,10 +322,43 @@ class KeptStates:
             self._folder = None
 
 
+Statistics = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def as_measured(stop: int, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return mean, var
+
+
+class SmoothedStatistics:
+    """Each norm layer's statistics as a moving average over the calls so far (frames of a video):
+    ``momentum`` is the weight of the past. Causal and one pass; the mean and the second moment are
+    averaged, so that a drifting mean widens the variance as the frames' union would. ``reset`` at a cut."""
+
+    def __init__(self, momentum: float):
+        if not 0 <= momentum < 1:
+            raise ValueError(f"the smoothing momentum must be in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.state: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def reset(self) -> None:
+        self.state.clear()
+
+    def __call__(self, stop: int, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        second = var + mean * mean
+        if stop in self.state:
+            past_mean, past_second = self.state[stop]
+            mean = self.momentum * past_mean + (1 - self.momentum) * mean
+            second = self.momentum * past_second + (1 - self.momentum) * second
+        self.state[stop] = (mean, second)
+        return mean, (second - mean * mean).clamp_min(0)
+
+
 def staged_tiles(steps: Sequence[Step], tiles: Sequence[tuple[Core, Callable[[], torch.Tensor]]], *,
-                 on_tile: Callable[[], None] = lambda: None) -> Iterator[tuple[int, torch.Tensor]]:
+                 on_tile: Callable[[], None] = lambda: None,
+                 statistics: Statistics = as_measured) -> Iterator[tuple[int, torch.Tensor]]:
     """(tile index, output) for every tile, every instance-norm layer normalised with the statistics of
-    its input over all tile cores (``tiles``: each tile's core and a function that loads its input).
+    its input over all tile cores (``tiles``: each tile's core and a function that loads its input);
+    ``statistics(stop, mean, var)`` may replace them (the smoothing over time of ``SmoothedStatistics``).
 
     The norm layers are measured in order, all tiles running from their kept states to the next norm
     layer; ``on_tile`` is called after every tile of every stage."""
@@ -348,7 +381,7 @@ def staged_tiles(steps: Sequence[Step], tiles: Sequence[tuple[Core, Callable[[],
                     kept.put(index, state)
                 del state  # a full-resolution activation: not alive while the next tile runs
                 on_tile()
-            frozen[id(steps[stop].module)] = sums.mean_var()
+            frozen[id(steps[stop].module)] = statistics(stop, *sums.mean_var())
             start = stop if keep else start
         for index in range(len(tiles)):
             yield index, run_steps(steps[start:], state_of(index), frozen).h

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .names import DEFAULT_OVERLAP, DEFAULT_TILE, TILE_STATS
-from .tile_stats import WholeImageInstanceNorm, flatten, staged_tiles
+from .tile_stats import Statistics, WholeImageInstanceNorm, as_measured, flatten, staged_tiles
 
 MIN_SIDE = 4
 
@@ -229,3 +229,45 @@ def measure_tiles(net: nn.Module, norms: WholeImageInstanceNorm, x: torch.Tensor
     for top, left, core in plan.tiles():
         norms.run_to_measured_layer(net, _tile_of(x, plan, top, left, device), (plan.tile_h, plan.tile_w, *core))
         bar.update(1)
+
+
+# ---- frames of a clip ------------------------------------------------------------------------------
+
+Frame = tuple[tuple[int, int], Callable[[], torch.Tensor]]  # (padded height, width), the loader of (1, C, H, W)
+
+
+def run_frames(net: nn.Module, frames: Sequence[Frame], *, options: TileOptions, multiple: int,
+               device: torch.device | None = None, statistics: Statistics = as_measured,
+               on_tile: Callable[[], None] = lambda: None) -> Iterator[torch.Tensor]:
+    """Each padded frame's output on the CPU, in order, with every instance-norm layer normalised with
+    the statistics of all the frames together: what ``net`` gives the frames stacked into one image
+    (``statistics`` may replace them). Frames above ``options.tile`` are tiled as ``run_tiled`` tiles
+    them. One staged pass (``tile_stats``); ``on_tile`` is called after every tile of every stage."""
+    steps = flatten(net)
+    if steps is None:
+        raise ValueError(f"statistics across frames need a generator of this package, not a {type(net).__name__}")
+    options = options.for_stride(multiple)
+    plans, tiles, owner = [], [], []
+    for index, ((height, width), load) in enumerate(frames):
+        plan = frame_plan(height, width, options=options, multiple=multiple)
+        plans.append(plan)
+        for top, left, core in plan.tiles():
+            tiles.append(((plan.tile_h, plan.tile_w, *core), partial(_frame_tile, load, plan, top, left, device)))
+            owner.append((index, (top, left)))
+    pending: list[tuple[tuple[int, int], torch.Tensor]] = []
+    for tile_index, y in staged_tiles(steps, tiles, on_tile=on_tile, statistics=statistics):
+        frame, corner = owner[tile_index]
+        pending.append((corner, y))
+        if tile_index + 1 == len(owner) or owner[tile_index + 1][0] != frame:
+            yield blend(plans[frame], pending, 1)
+            pending = []
+
+
+def frame_plan(height: int, width: int, *, options: TileOptions, multiple: int) -> TilePlan:
+    """The tiles of one padded frame: one when it fits in ``options.tile``."""
+    side = options.tile if options.needs_tiles(height, width) else max(height, width)
+    return TilePlan.make(height, width, tile=side, overlap=options.overlap, multiple=multiple)
+
+
+def _frame_tile(load: Callable[[], torch.Tensor], plan: TilePlan, top: int, left: int, device) -> torch.Tensor:
+    return _tile_of(load(), plan, top, left, device or torch.device("cpu"))

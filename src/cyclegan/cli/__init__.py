@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from .. import __version__
 from ..config import build_experiment, load_config_file
-from ..names import DEFAULT_OVERLAP, DEFAULT_TILE, DIRECTIONS, OUTPUT_FORMATS, TILE_STATS
+from ..names import DEFAULT_OVERLAP, DEFAULT_TILE, DIRECTIONS, OUTPUT_FORMATS, TEMPORAL_STATS, TILE_STATS, VIDEO_EXTENSIONS
 from .common import (
     EXIT_INTERRUPTED, EXIT_USAGE, CommandError, add_config_flags, add_device_flag, add_engine_flags, given_options, log,
 )
@@ -135,7 +135,9 @@ def add_translate_parser(subparsers) -> None:
                     "and height (no resizing unless --resize or --load_size); large images are tiled with blended "
                     "overlaps. Outputs keep their relative paths under --output and never overwrite an input. "
                     "Replaces the official test.py --model test --no_dropout.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help=f"image files, folders or glob patterns; video clips ({', '.join(VIDEO_EXTENSIONS)}); with "
+                        "--sequence, folders of numbered frames")
     p.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder for the translated images")
     p.add_argument("--direction", choices=DIRECTIONS, default="AtoB",
                    help="AtoB uses G_A (g_ab), BtoA uses G_B (g_ba) (default: AtoB)")
@@ -149,6 +151,7 @@ def add_translate_parser(subparsers) -> None:
     p.add_argument("--on_bad_image", choices=("fail", "skip"), default="fail",
                    help="an input that cannot be read: fail = stop with its name and problem; skip = leave it out, "
                         "say so, and list them all at the end (default: fail)")
+    add_video_flags(p)
     p.add_argument("--onnx", type=Path, default=None, metavar="FILE",
                    help="translate with an exported ONNX generator run by onnxruntime instead of --checkpoint "
                         "(cyclegan export; needs pip install 'cyclegan[export]'); tiles of images above --tile then "
@@ -157,22 +160,67 @@ def add_translate_parser(subparsers) -> None:
     p.set_defaults(handler=run_translate)
 
 
+def add_video_flags(p) -> None:
+    from ..video import VideoOptions
+
+    defaults = VideoOptions()
+    p.add_argument("--temporal_stats", choices=TEMPORAL_STATS, default=defaults.temporal_stats,
+                   help="video: where instance norm takes its statistics from. frame = each frame's own (flickers); "
+                        "smooth = a moving average over the frames so far (one causal pass, for streams); clip = "
+                        f"each shot's, as if its frames were one image (two passes) (default: {defaults.temporal_stats})")
+    p.add_argument("--smooth_momentum", type=float, default=defaults.smooth_momentum, metavar="M",
+                   help=f"smooth: the weight of the past statistics at each frame (default: {defaults.smooth_momentum})")
+    p.add_argument("--cut_threshold", type=float, default=defaults.cut_threshold, metavar="T",
+                   help="a scene cut starts new statistics: a change of the colour histograms between two frames "
+                        f"above T (0-1, total variation) (default: {defaults.cut_threshold})")
+    p.add_argument("--video_codec", default=defaults.codec, metavar="NAME",
+                   help=f"FFmpeg encoder of the output clips: libx264, ffv1 (lossless, .mkv), libvpx-vp9 (.webm), ... "
+                        f"(default: {defaults.codec})")
+    p.add_argument("--crf", type=int, default=defaults.crf, help=f"libx264 / vp9 quality, lower is better (default: {defaults.crf})")
+    p.add_argument("--sequence", action="store_true",
+                   help="translate folder inputs as clips of numbered frames (sorted by name), written back as frames")
+
+
 def run_translate(args: argparse.Namespace) -> int:
     from ..translate import Resize, default_format, plan_outputs
+    from ..video import VideoOptions, is_video
 
     if args.resize and args.load_size:
         raise CommandError("give --resize or --load_size, not both")
     resize = Resize.parse(f"{args.load_size}x{args.load_size}" if args.load_size else args.resize)
+    videos = [Path(i) for i in args.inputs if is_video(Path(i))]
+    sequences = [Path(i) for i in args.inputs if args.sequence and Path(i).is_dir()]
+    images = [i for i in args.inputs if Path(i) not in videos and Path(i) not in sequences]
+    options = VideoOptions(temporal_stats=args.temporal_stats, smooth_momentum=args.smooth_momentum,
+                           cut_threshold=args.cut_threshold, codec=args.video_codec, crf=args.crf)
     translator = _translator(args, resize)
-    jobs = plan_outputs(args.inputs, args.output, format=args.format or default_format(translator.out_channels))
+    jobs = plan_outputs(images, args.output, format=args.format or default_format(translator.out_channels)) if images else []
     if args.skip_existing:
         jobs = [(source, target) for source, target in jobs if not target.exists()]
-    written = translator.translate_files(jobs, batch_size=args.batch_size, show_progress=not args.quiet)
-    log.info("translated %d images (%s) into %s", len(written), args.direction, args.output)
+    written = translator.translate_files(jobs, batch_size=args.batch_size, show_progress=not args.quiet) if jobs else []
+    if images:
+        log.info("translated %d images (%s) into %s", len(written), args.direction, args.output)
+    _translate_clips(args, translator, videos, sequences, options)
     if translator.skipped:
         log.warning("skipped %d unreadable images:\n%s", len(translator.skipped),
                     "\n".join(f"  {path}: {problem}" for path, problem in translator.skipped))
     return 0
+
+
+def _translate_clips(args: argparse.Namespace, translator, videos: list[Path], sequences: list[Path], options) -> None:
+    from ..video import translate_clip, translate_sequence
+
+    for source in videos:
+        target = args.output / source.name
+        if target.resolve() == source.resolve():
+            raise CommandError(f"writing {target} would overwrite the input clip; choose another --output")
+        if args.skip_existing and target.exists():
+            continue
+        translate_clip(translator, source, target, options, show_progress=not args.quiet)
+    for folder in sequences:
+        written = translate_sequence(translator, folder, args.output / folder.name, options, format=args.format,
+                                     show_progress=not args.quiet)
+        log.info("translated %d frames of %s into %s", len(written), folder, args.output / folder.name)
 
 
 def _translator(args: argparse.Namespace, resize):
