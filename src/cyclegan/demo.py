@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -147,6 +147,63 @@ def build_demo_dataset(root: str | Path, *, train_per_photo: int = 27, test_per_
             crop.save(root / "testB" / f"{stem}_{i:03d}.png")
     marker.write_text(json.dumps(recipe))
     return root
+
+
+# ---- clips with ground truth: flicker, measured ---------------------------------------------------
+
+CLIP_SIZE = (96, 72)  # frame width, height
+CLIP_FRAMES = 24
+
+
+def ground_truth_clips(folder: Path | None = None, *, frames: int = CLIP_FRAMES) -> dict[str, list[Image.Image]]:
+    """Clips made from the demo photos by moving a crop window, so that every frame has its true look
+    T(frame): ``pan`` (across the astronaut photo), ``zoom`` (into the coffee photo) and ``cut`` (a pan
+    over chelsea, then one over the rocket: a scene cut half way)."""
+    folder = folder or skimage_photo_folder()
+    width, height = CLIP_SIZE
+
+    def pan(name: str, count: int, dx: int, dy: int) -> list[Image.Image]:
+        photo = _scaled_photo(folder, name)
+        return [photo.crop((dx * i, dy * i, dx * i + width, dy * i + height)) for i in range(count)]
+
+    def zoom(name: str, count: int) -> list[Image.Image]:
+        photo = _scaled_photo(folder, name)
+        out = []
+        for i in range(count):
+            scale = 2.0 - i / max(1, count - 1)  # the window shrinks from twice the frame to the frame
+            w, h = width * scale, height * scale
+            left, top = (photo.width - w) / 2, (photo.height - h) / 2
+            out.append(photo.resize((width, height), Image.BICUBIC, box=(left, top, left + w, top + h)))
+        return out
+
+    half = frames // 2
+    return {"pan": pan("astronaut.png", frames, 4, 1), "zoom": zoom("coffee.png", frames),
+            "cut": pan("chelsea.png", half, 4, 0) + pan("rocket.jpg", frames - half, 3, 1)}
+
+
+def temporal_error(outputs: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> float:
+    """Mean |(out_t - out_{t-1}) - (T_t - T_{t-1})| over the frames, on the 0-255 scale: 0 for an output
+    whose changes from frame to frame are the true ones (no flicker)."""
+    out = np.stack(outputs).astype(np.float64)
+    truth = np.stack(truths).astype(np.float64)
+    return float(np.abs(np.diff(out, axis=0) - np.diff(truth, axis=0)).mean())
+
+
+def tone_flicker(outputs: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> float:
+    """The part of the temporal error that is a change of the whole frame's tone: mean over frames and
+    channels of |mean(out_t - T_t) - mean(out_{t-1} - T_{t-1})| (0-255 scale). Moving content moves the
+    spatial error pattern too, which ``temporal_error`` counts and this does not."""
+    errors = np.stack(outputs).astype(np.float64) - np.stack(truths).astype(np.float64)
+    return float(np.abs(np.diff(errors.mean(axis=(1, 2)), axis=0)).mean())
+
+
+def clip_psnr(outputs: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> float:
+    """Mean PSNR of the frames against their truth, in dB (uint8 frames)."""
+    values = []
+    for out, truth in zip(outputs, truths):
+        mse = np.mean((out.astype(np.float64) - truth.astype(np.float64)) ** 2)
+        values.append(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+    return float(np.mean(values))
 
 
 def psnr(x, y) -> float:

@@ -340,6 +340,11 @@ def translate_clip(translator: Translator, source: Path, target: Path, options: 
     return written
 
 
+def translate_arrays(translator: Translator, frames: Sequence[np.ndarray], options: VideoOptions) -> list[np.ndarray]:
+    """The (H, W, 3) uint8 RGB frames of one clip, translated with ``options.temporal_stats``, in memory."""
+    return [out for _, out in _translated(FrameTranslator(translator, options), ((None, f) for f in frames), options)]
+
+
 def _translated(frames: FrameTranslator, stream: Iterator[tuple[int | None, np.ndarray]], options: VideoOptions):
     """(pts, translated uint8 frame) in order: streamed for frame and smooth, shot by shot for clip."""
     if options.temporal_stats != "clip":
