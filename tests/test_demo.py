@@ -1,13 +1,16 @@
 import json
 import logging
 
+import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from cyclegan.cli import main
-from cyclegan.demo import PHOTOS, REGIONS, build_demo_dataset, crop_boxes, psnr, score, translate_test_crops, winter_look
+from cyclegan.demo import (
+    PHOTOS, REGIONS, build_demo_dataset, crop_boxes, ground_truth_clips, psnr, score, translate_test_crops, winter_look,
+)
 from cyclegan.run import fit
 
 
@@ -75,6 +78,11 @@ def test_demo_command_trains_and_reports(tmp_path, caplog, monkeypatch):
     report = json.loads((tmp_path / "d" / "results.json").read_text())
     assert report["iterations"] == 3 and report["test_images"] == len(PHOTOS)
     assert (tmp_path / "d" / "results.png").stat().st_size > 0
+    assert set(report["video"]) == {"frame", "clip"} and "video.mp4" in out
+    for scores in report["video"].values():  # against the true look of every frame of the clips
+        assert 10 < scores["psnr_db"] < 40 and scores["temporal_error"] > scores["tone_flicker"] > 0
+    with av.open(str(tmp_path / "d" / "video.mp4")) as clip:
+        assert sum(1 for _ in clip.decode(video=0)) == sum(len(frames) for frames in ground_truth_clips().values())
 
 
 def test_demo_sets_aside_a_run_trained_with_other_options(tmp_path, caplog, monkeypatch):

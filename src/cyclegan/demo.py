@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -287,6 +288,56 @@ def write_results_page(triplets: list[HeldOut], result: DemoScore, output: Path,
     return page
 
 
+VIDEO_MODES = ("frame", "clip")  # the side-by-side of demo/video.mp4: per-frame statistics, then the shot's
+
+
+def write_demo_video(run_dir: Path, output: Path) -> dict | None:
+    """``output/video.mp4``: the ground-truth clips as input | per-frame statistics | clip statistics | truth,
+    side by side; returns each mode's mean PSNR, temporal error and tone flicker (None without PyAV)."""
+    from .translate import Translator
+    from .video import ClipInfo, ClipWriter, VideoOptions, translate_arrays
+
+    if importlib.util.find_spec("av") is None:
+        log.info("demo: no video.mp4 (it needs PyAV: pip install 'cyclegan[video]')")
+        return None
+    translator = Translator.from_checkpoint(run_dir, device="cpu")
+    clips = ground_truth_clips()
+    inputs = [np.asarray(f) for frames in clips.values() for f in frames]  # the clips one after another: cuts
+    truths = [np.asarray(winter_look(Image.fromarray(f))) for f in inputs]
+    outputs = {mode: [out for frames in clips.values()
+                      for out in translate_arrays(translator, [np.asarray(f) for f in frames],
+                                                  VideoOptions(temporal_stats=mode))] for mode in VIDEO_MODES}
+    scores = {mode: {"psnr_db": clip_psnr(out, truths), "temporal_error": temporal_error(out, truths),
+                     "tone_flicker": tone_flicker(out, truths)} for mode, out in outputs.items()}
+    rows = [inputs, *outputs.values(), truths]
+    labels = ["input", "per-frame statistics", "clip statistics", "true look"]
+    height, width = inputs[0].shape[:2]
+    info = ClipInfo(frames=len(inputs), rate=Fraction(8), time_base=Fraction(1, 8), width=2 * width * len(rows),
+                    height=2 * height + 16, rotation=0, audio=False)
+    writer = ClipWriter(output / "video.mp4", None, info, VideoOptions())
+    try:
+        for index in range(len(inputs)):
+            writer.write(_side_by_side([row[index] for row in rows], labels), index)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return scores
+
+
+def _side_by_side(frames: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
+    """The frames at twice their size in a row, a caption above each."""
+    from PIL import ImageDraw
+
+    height, width = frames[0].shape[:2]
+    canvas = Image.new("RGB", (2 * width * len(frames), 2 * height + 16), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (frame, label) in enumerate(zip(frames, labels)):
+        canvas.paste(Image.fromarray(frame).resize((2 * width, 2 * height), Image.NEAREST), (2 * width * i, 16))
+        draw.text((2 * width * i + 4, 2), label, fill="black")
+    return np.asarray(canvas)
+
+
 def _set_aside_if_stale(config, overrides: dict) -> bool:
     """Move away a demo run trained with other options (an older cyclegan's recipe); True if moved.
 
@@ -337,12 +388,18 @@ def run_demo(output: str | Path = "demo", *, iters: int | None = None, show_prog
     result = score(triplets)
     grid = save_comparison(triplets, output / "results.png")
     page = write_results_page(triplets, result, output, config.run_dir)
+    video = write_demo_video(config.run_dir, output)
     report = {"trained_psnr_db": result.trained_psnr, "do_nothing_psnr_db": result.identity_psnr,
-              "test_images": result.images, "iterations": trainer.total_iters,
+              "test_images": result.images, "iterations": trainer.total_iters, "video": video,
               "minutes": (time.time() - started) / 60, "run": str(config.run_dir)}
     (output / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info(f"demo: PSNR of G_A(a) against the true winter look T(a): {result.trained_psnr:.2f} dB; "
           f"doing nothing: {result.identity_psnr:.2f} dB ({result.images} held-out crops)")
+    if video:
+        frame, clip = video["frame"], video["clip"]
+        log.info(f"demo: {output / 'video.mp4'}: clips with a true look, translated with per-frame statistics "
+                 f"and with each shot's (--temporal_stats clip): PSNR {frame['psnr_db']:.2f} / {clip['psnr_db']:.2f} dB, "
+                 f"tone flicker {frame['tone_flicker']:.3f} / {clip['tone_flicker']:.3f} (README: Video)")
     log.info(f"demo: open {page.resolve()} (every held-out crop: input | translated | ground truth; {grid} "
           f"holds a few of them in one picture); training plots and samples: {(config.run_dir / 'index.html').resolve()}")
     return result

@@ -221,7 +221,7 @@ class ClipWriter:
     """Encodes frames into a temporary file beside ``path`` and copies the source's audio packets in
     between (no re-encoding); ``close`` renames it to ``path``, ``abort`` removes it."""
 
-    def __init__(self, path: Path, source: Path, info: ClipInfo, options: VideoOptions):
+    def __init__(self, path: Path, source: Path | None, info: ClipInfo, options: VideoOptions):
         av = _av()
         self.path, self.info = path, info
         path.parent.mkdir(parents=True, exist_ok=True)
