@@ -28,7 +28,7 @@ import torch
 
 from .images import find_images, finish_image, open_image, prepare_image, save_image
 from .names import DEFAULT_VIDEO_CODEC, TEMPORAL_STATS, VIDEO_EXTENSIONS
-from .tile_stats import SmoothedStatistics, as_measured, uses_instance_statistics
+from .tile_stats import SmoothedStatistics, as_measured, flatten, uses_instance_statistics
 from .tiling import frame_plan, padding_for, reflect_pad, run_frames
 from .translate import Translator
 
@@ -47,7 +47,7 @@ class VideoOptions:
     """How a clip is translated and written."""
 
     temporal_stats: str = "clip"
-    smooth_momentum: float = 0.9  # smooth: the weight of the past statistics at each frame
+    smooth_momentum: float = 0.95  # smooth: the weight of the past statistics at each frame
     cut_threshold: float = 0.3  # a scene cut: this much histogram change between two frames (0-1)
     codec: str = DEFAULT_VIDEO_CODEC
     crf: int = 18  # libx264 / libvpx-vp9 quality (lower is better; 18 looks lossless)
@@ -95,9 +95,10 @@ class FrameTranslator:
     ``options.temporal_stats``."""
 
     def __init__(self, translator: Translator, options: VideoOptions, *, on_progress: Callable[[float], None] = lambda f: None):
-        if options.temporal_stats != "frame" and (translator.engine is not None or translator.train_mode):
-            raise ValueError(f"--temporal_stats {options.temporal_stats} runs on the PyTorch generator: "
-                             f"use --engine torch (and no --train_mode), or --temporal_stats frame")
+        shared = options.temporal_stats != "frame"
+        if shared and (translator.engine is not None or translator.train_mode or flatten(translator.generator) is None):
+            raise ValueError(f"--temporal_stats {options.temporal_stats} runs on the PyTorch generator of a checkpoint: "
+                             f"use --checkpoint with --engine torch (and no --train_mode), or --temporal_stats frame")
         self.translator, self.options, self.on_progress = translator, options, on_progress
         self.smoothed = SmoothedStatistics(options.smooth_momentum)
         self.previous: np.ndarray | None = None
