@@ -268,3 +268,19 @@ def test_temporal_statistics_need_the_pytorch_generator_and_valid_options():
             VideoOptions(**bad)
     frame = moving_frames(1)[0]
     assert np.array_equal(to_frame_array(to_frame_tensor(frame)), frame)
+
+
+def test_a_glob_takes_clips_and_images_together_and_clashing_clip_names_are_refused(tmp_path, identity_run, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_clip(inputs / "clip.mkv", moving_frames(3), audio=False)
+    Image.fromarray(moving_frames(1)[0]).save(inputs / "still.png")
+    common = ["--checkpoint", str(identity_run), "--video_codec", "ffv1", "--quiet", "--device", "cpu"]
+    assert cli.main(["translate", str(inputs / "*"), "--output", str(tmp_path / "out"), *common]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mkv", "still.png"]
+    other = tmp_path / "other"
+    other.mkdir()
+    write_clip(other / "clip.mkv", moving_frames(3), audio=False)
+    code = cli.main(["translate", str(inputs / "clip.mkv"), str(other / "clip.mkv"), "--output", str(tmp_path / "o2"),
+                     *common])
+    assert code == 2 and "would both be written" in capsys.readouterr().err

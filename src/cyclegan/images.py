@@ -51,7 +51,7 @@ def open_image(path: str | Path | bytes, *, name: str | None = None) -> Image.Im
     name = name or str(path)
     source = path if isinstance(path, (bytes, bytearray)) else Path(path)
     try:
-        header = bytes(source[:32]) if isinstance(source, (bytes, bytearray)) else source.open("rb").read(32)
+        header = _header(source)
     except OSError as exc:
         raise ImageReadError(f"cannot read image {name}: {exc}") from exc
     kind = rasters.sniff(header, source)
@@ -66,6 +66,14 @@ def open_image(path: str | Path | bytes, *, name: str | None = None) -> Image.Im
             return ImageOps.exif_transpose(image)
     except DECODE_ERRORS as exc:
         raise ImageReadError(f"cannot read image {name}: {exc}") from exc
+
+
+def _header(source: Path | bytes) -> bytes:
+    """The first bytes of a file or buffer: enough for ``rasters.sniff``."""
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source[:32])
+    with source.open("rb") as file:
+        return file.read(32)
 
 
 def load_image(path: str | Path, *, channels: int = 3) -> Image.Image | Bands:
@@ -287,7 +295,7 @@ def peek_size(path: Path | bytes) -> tuple[int, int]:
     source = path if isinstance(path, (bytes, bytearray)) else Path(path)
     name = "the upload" if isinstance(path, (bytes, bytearray)) else path
     try:
-        header = bytes(source[:32]) if isinstance(source, (bytes, bytearray)) else source.open("rb").read(32)
+        header = _header(source)
         kind = rasters.sniff(header, source)
         if kind:
             return rasters.header_size(kind, source)

@@ -212,7 +212,11 @@ def orient(array: np.ndarray, orientation: int) -> np.ndarray:
 def header_size(kind: str, source: Path | bytes) -> tuple[int, int]:
     """(width, height) after orientation, read without decoding the pixels."""
     if kind == "png":
-        data = source if isinstance(source, (bytes, bytearray)) else Path(source).open("rb").read(24)
+        if isinstance(source, (bytes, bytearray)):
+            data = source
+        else:
+            with Path(source).open("rb") as file:
+                data = file.read(24)
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     tifffile = _require("tifffile", "tifffile")
     with tifffile.TiffFile(_stream(source)) as tiff:

@@ -15,6 +15,7 @@ interrupted job leaves no half-written file under the final name.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import tempfile
@@ -63,6 +64,24 @@ class VideoOptions:
 
 def is_video(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def split_inputs(inputs: Sequence[str], *, sequence: bool) -> tuple[list[str], list[Path], list[Path]]:
+    """(image inputs, clips, frame folders) of a command's inputs: files, folders and globs. A glob may
+    name clips and images at once; folders are frame sequences with ``sequence``, else image folders."""
+    images, clips, folders = [], [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir() and sequence:
+            folders.append(path)
+        elif path.exists() or not any(c in item for c in "*?["):
+            (clips if is_video(path) else images).append(path if is_video(path) else item)
+        else:
+            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
+            clips += [m for m in matches if is_video(m)]
+            if not matches or any(not is_video(m) for m in matches):
+                images.append(item)
+    return images, clips, folders
 
 
 # ---- scene cuts -------------------------------------------------------------------------------------

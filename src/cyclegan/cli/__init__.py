@@ -183,14 +183,12 @@ def add_video_flags(p) -> None:
 
 def run_translate(args: argparse.Namespace) -> int:
     from ..translate import Resize, default_format, plan_outputs
-    from ..video import VideoOptions, is_video
+    from ..video import VideoOptions, split_inputs
 
     if args.resize and args.load_size:
         raise CommandError("give --resize or --load_size, not both")
     resize = Resize.parse(f"{args.load_size}x{args.load_size}" if args.load_size else args.resize)
-    videos = [Path(i) for i in args.inputs if is_video(Path(i))]
-    sequences = [Path(i) for i in args.inputs if args.sequence and Path(i).is_dir()]
-    images = [i for i in args.inputs if Path(i) not in videos and Path(i) not in sequences]
+    images, videos, sequences = split_inputs(args.inputs, sequence=args.sequence)
     options = VideoOptions(temporal_stats=args.temporal_stats, smooth_momentum=args.smooth_momentum,
                            cut_threshold=args.cut_threshold, codec=args.video_codec, crf=args.crf)
     translator = _translator(args, resize)
@@ -210,13 +208,18 @@ def run_translate(args: argparse.Namespace) -> int:
 def _translate_clips(args: argparse.Namespace, translator, videos: list[Path], sequences: list[Path], options) -> None:
     from ..video import translate_clip, translate_sequence
 
-    for source in videos:
+    targets: dict[Path, Path] = {}
+    for source in dict.fromkeys(v.resolve() for v in videos):  # each clip once, in order
         target = args.output / source.name
-        if target.resolve() == source.resolve():
+        if target.resolve() == source:
             raise CommandError(f"writing {target} would overwrite the input clip; choose another --output")
-        if args.skip_existing and target.exists():
-            continue
-        translate_clip(translator, source, target, options, show_progress=not args.quiet)
+        if target in targets:
+            raise CommandError(f"{targets[target]} and {source} would both be written to {target}; "
+                               f"translate them into different --output folders")
+        targets[target] = source
+    for target, source in targets.items():
+        if not (args.skip_existing and target.exists()):
+            translate_clip(translator, source, target, options, show_progress=not args.quiet)
     for folder in sequences:
         written = translate_sequence(translator, folder, args.output / folder.name, options, format=args.format,
                                      show_progress=not args.quiet)
