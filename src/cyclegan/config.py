@@ -176,6 +176,11 @@ class TrainConfig:
     n_epochs_decay: int = option(100, "epochs over which the learning rate decays linearly to zero")
     batch_size: int = option(1, "images per batch in each domain")
     max_iters: int = option(0, "stop after this many iterations in total, saving a resumable checkpoint (0 = no limit)")
+    time_budget: str = option(
+        "", "train for this much wall-clock time, e.g. 90s, 10m, 2h: the iteration rate is measured over the first "
+            "iterations, the run's length in iterations fixed from it (budget_iters, kept in config.json, so a resumed "
+            "run ends where an uninterrupted one would), and the lr schedule stretched or squeezed to end there")
+    budget_iters: int = option(0, "the length in iterations that --time_budget fixed (set by the run; 0 = not yet)")
     save_epoch_freq: int = option(5, "keep the generator and discriminator weights every this many epochs")
     save_latest_freq: int = option(5000, "save the resumable latest checkpoint every this many iterations (also at every epoch end)")
     print_freq: int = option(100, "write the losses to metrics.jsonl every this many iterations")
@@ -330,9 +335,29 @@ def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``10m``, ``1.5h`` (a bare number is seconds); a clear error otherwise."""
+    spec = str(text).strip().lower()
+    number, unit = (spec[:-1], spec[-1]) if spec[-1:] in DURATION_UNITS else (spec, "s")
+    try:
+        seconds = float(number) * DURATION_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"--time_budget {text!r}: expected a duration such as 90s, 10m or 2h") from None
+    if not seconds > 0:
+        raise ValueError(f"--time_budget {text!r} must be positive")
+    return seconds
+
+
 def validate(config: ExperimentConfig) -> None:
     """Reject option combinations that would otherwise fail deep inside a run."""
     m, d, t = config.model, config.data, config.train
+    if t.time_budget:
+        parse_duration(t.time_budget)
+    if t.budget_iters < 0:
+        raise ValueError(f"budget_iters must be 0 or more, got {t.budget_iters}")
     positive = {"ngf": m.ngf, "ndf": m.ndf, "crop_size": d.crop_size, "load_size": d.load_size,
                 "batch_size": t.batch_size, "print_freq": t.print_freq, "display_freq": t.display_freq,
                 "save_epoch_freq": t.save_epoch_freq, "save_latest_freq": t.save_latest_freq,

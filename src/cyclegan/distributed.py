@@ -45,6 +45,14 @@ class Distributed:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def smallest(self, value: int) -> int:
+        """The smallest of every rank's ``value``, on every rank (a collective)."""
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([float(value)], device=self.reduce_device, dtype=torch.float64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+        return int(tensor.item())
+
     def gather(self, obj: Any) -> list[Any] | None:
         """Every rank's ``obj`` on rank 0 (None elsewhere); a collective."""
         if not self.enabled:

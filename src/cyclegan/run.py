@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from .checkpoint import LATEST, save_checkpoint
+from .config import parse_duration
 from .data import PairedDataset, Preprocess, UnpairedDataset, paired_dataset_from_folders, unpaired_dataset_from_folders
 from .devices import data_workers, describe_data_workers
 from .gallery import write_training_page
@@ -101,6 +102,43 @@ def shard(trainer: Trainer, dataset: UnpairedDataset) -> list[int]:
     return list(DistributedSampler(dataset, num_replicas=trainer.dist.world_size, rank=trainer.dist.rank, shuffle=False))
 
 
+class TimeBudget:
+    """--time_budget: the iteration rate, timed over the first iterations of the run (after SKIPPED ones that
+    carry the start-up), fixes the run's length in iterations once, for the time left."""
+
+    SKIPPED = 3
+    TIMED = 20  # or fewer, when a tenth of the budget is spent first
+    clock = staticmethod(time.perf_counter)
+
+    def __init__(self, trainer: Trainer):
+        t = trainer.config.train
+        self.seconds = parse_duration(t.time_budget) if t.time_budget and not t.budget_iters else None
+        self.started = self.clock()
+        self.first = trainer.total_iters
+        self.timed_from: float | None = None
+
+    def after_iteration(self, trainer: Trainer) -> bool:
+        """True when this iteration fixed the horizon (``trainer.fix_horizon``)."""
+        if self.seconds is None:
+            return False
+        done, now = trainer.total_iters - self.first, self.clock()
+        if done == self.SKIPPED:
+            self.timed_from = now
+        spent = now - self.started
+        enough = done >= self.SKIPPED + self.TIMED or (done > self.SKIPPED and spent >= 0.1 * self.seconds)
+        if not trainer.dist.any(enough or spent >= self.seconds):  # every rank decides at the same iteration
+            return False
+        rate = (done - self.SKIPPED) / (now - self.timed_from) if self.timed_from and done > self.SKIPPED else 0.0
+        horizon = trainer.dist.smallest(trainer.total_iters + int(max(0.0, self.seconds - spent) * rate))
+        trainer.fix_horizon(max(horizon, trainer.total_iters))
+        log.info("--time_budget %s: %.2f iterations/s over iterations %d-%d, so the run ends at iteration %d; the "
+                 "lr schedule is spread over them (%d + %d epochs)", trainer.config.train.time_budget, rate,
+                 self.first + self.SKIPPED, trainer.total_iters, trainer.config.train.budget_iters,
+                 trainer.config.train.n_epochs, trainer.config.train.n_epochs_decay)
+        self.seconds = None
+        return True
+
+
 class _Loop:
     """One call of ``fit``: the trainer, its data, its logs, and what stops it."""
 
@@ -110,6 +148,7 @@ class _Loop:
         self.show_progress, self.callback, self.evaluate = show_progress, callback, evaluate
         self.tensorboard: TensorBoardLog | None = None
         self.metrics: MetricsLog | _NoLog = _NoLog()
+        self.budget = TimeBudget(trainer)
 
     def run(self) -> Path:
         trainer, dataset = self.trainer, self.dataset
@@ -176,6 +215,8 @@ class _Loop:
             trainer.epoch_iter += 1
             trainer.total_iters += 1
             self._after_iteration(losses, bar)
+            if self.budget.after_iteration(trainer) and trainer.dist.is_main:
+                atomic_write_text(trainer.run_dir / "config.json", trainer.config.to_json() + "\n")
             if self._must_stop(interrupt):
                 bar.close()
                 return False
@@ -224,6 +265,11 @@ class _Loop:
         max_iters = trainer.config.train.max_iters
         if self.callback is not None and self.callback(trainer):
             trainer.save(trainer.run_dir / LATEST)
+            return True
+        budget = trainer.config.train.budget_iters
+        if budget and trainer.total_iters >= budget:
+            trainer.save(trainer.run_dir / LATEST)
+            log.info("reached the end of --time_budget %s (%d iterations)", trainer.config.train.time_budget, budget)
             return True
         if max_iters and trainer.total_iters >= max_iters:
             trainer.save(trainer.run_dir / LATEST)

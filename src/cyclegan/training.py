@@ -12,7 +12,7 @@ import itertools
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -292,10 +292,27 @@ class Trainer:
         warmup = warmup_factor(self.total_iters, warmup_iters=t.warmup_iters)
         if t.lr_policy == "plateau":
             return t.lr * self.plateau.factor * warmup
-        epoch = self.epoch + (self.epoch_iter / self.iters_per_epoch if self.iters_per_epoch else 0.0)
+        epoch = self.schedule_epoch()
         factor = LR_FACTORS[t.lr_policy](epoch, n_epochs=t.n_epochs, n_epochs_decay=t.n_epochs_decay,
                                          lr_decay_iters=t.lr_decay_iters)
         return t.lr * factor * warmup
+
+    def schedule_epoch(self) -> float:
+        """Where the run is in its schedule, in epochs counted from 1 (fractional within an epoch); with a fixed
+        --time_budget horizon, the iterations done as a share of it, spread over the run's epochs."""
+        t = self.config.train
+        if t.budget_iters:
+            return 1.0 + min(1.0, self.total_iters / t.budget_iters) * self.total_epochs
+        return self.epoch + (self.epoch_iter / self.iters_per_epoch if self.iters_per_epoch else 0.0)
+
+    def fix_horizon(self, iterations: int) -> None:
+        """End the run after ``iterations`` in total (from --time_budget): the epochs are set to cover them,
+        in the ratio of n_epochs to n_epochs_decay, and the lr schedule is spread over exactly these iterations."""
+        t = self.config.train
+        epochs = max(1, -(-iterations // max(1, self.iters_per_epoch)))
+        constant = min(epochs, round(epochs * t.n_epochs / (t.n_epochs + t.n_epochs_decay)))
+        self.config = replace(self.config, train=replace(t, budget_iters=max(1, iterations), n_epochs=constant,
+                                                         n_epochs_decay=epochs - constant))
 
     @property
     def used_lr(self) -> float:

@@ -1,0 +1,78 @@
+"""--time_budget: the run's length fixed from the measured iteration rate, the schedule fitted to it, resume exact."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+
+from cyclegan.checkpoint import Checkpoint
+from cyclegan.config import parse_duration
+from cyclegan.run import TimeBudget, fit
+from cyclegan.training import Trainer
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1.5h", 5400), ("45", 45), (" 2M ", 120)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["ten minutes", "10x", "0m", "-5s", ""])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(ValueError, match="time_budget"):
+        parse_duration(text)
+
+
+@pytest.fixture
+def steady_clock(monkeypatch):
+    """Every reading of the budget's clock is 0.25 s after the previous one: 4 iterations a second."""
+    ticks = itertools.count()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: next(ticks) * 0.25))
+
+
+def budget_run(tiny_config, name, **options):
+    return tiny_config(name=name, recipe="fast", time_budget="10s", n_epochs=50, n_epochs_decay=50,
+                       save_latest_freq=7, **options)
+
+
+def test_the_budget_fixes_the_length_and_the_schedule_ends_at_it(tiny_config, steady_clock, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    trainer = Trainer(budget_run(tiny_config, "b"))
+    fit(trainer, show_progress=False)
+    # 4 it/s: fixed after iteration 3 + 20 = 23, at 23 clock readings (5.75 s), 4.25 s left: 17 more.
+    assert trainer.total_iters == trainer.config.train.budget_iters == 40
+    saved = json.loads((trainer.run_dir / "config.json").read_text())["train"]
+    assert saved["budget_iters"] == 40 and saved["time_budget"] == "10s"
+    epochs = saved["n_epochs"] + saved["n_epochs_decay"]  # 3 images an epoch: 14 epochs cover 40 iterations
+    assert epochs == 14 and saved["n_epochs"] == 7
+    assert trainer.used_lr < 0.01 * trainer.config.train.lr  # the cosine reached its end with the budget
+    assert Checkpoint(trainer.run_dir).config.train.budget_iters == 40
+    assert "the run ends at iteration 40" in caplog.text
+
+
+def test_a_resumed_budget_run_ends_exactly_as_an_uninterrupted_one(tiny_config, steady_clock, monkeypatch):
+    whole = Trainer(budget_run(tiny_config, "whole"))
+    fit(whole, show_progress=False)
+    ticks = itertools.count()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: next(ticks) * 0.25))  # the same clock again
+    parts = Trainer(budget_run(tiny_config, "parts"))
+    fit(parts, show_progress=False, callback=lambda t: t.total_iters == 30)  # stopped after the horizon is fixed
+    resumed = Trainer.resume(parts.run_dir)
+    assert resumed.config.train.budget_iters == 40
+    fit(resumed, show_progress=False)
+    assert resumed.total_iters == 40
+    for name, net in whole.networks().items():
+        for (key, a), b in zip(net.state_dict().items(), resumed.networks()[name].state_dict().values()):
+            assert torch.equal(a, b), (name, key)
+
+
+def test_a_budget_shorter_than_the_first_iterations_stops_at_once(tiny_config, monkeypatch):
+    ticks = itertools.count()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: next(ticks) * 5.0))
+    trainer = Trainer(budget_run(tiny_config, "short"))
+    fit(trainer, show_progress=False)
+    assert trainer.total_iters == trainer.config.train.budget_iters == 2  # the budget was spent by the 2nd
