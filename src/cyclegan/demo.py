@@ -71,6 +71,7 @@ class Task:
     photos: tuple[str, ...]
     transform: Any
     description: str
+    source: Any = None  # photo name -> RGB image with the shorter side SHORT_SIDE; None: scikit-image's photos
 
 
 WINTER = Task("winter", PHOTOS, winter_look, "colour photo -> winter look (faded, cool, lifted shadows, slight blur)")
@@ -126,14 +127,14 @@ def build_demo_dataset(root: str | Path, *, train_per_photo: int = 27, test_per_
         recipe["task"] = chosen.name
     if marker.is_file() and json.loads(marker.read_text()) == recipe:
         return root
-    folder = skimage_photo_folder()
+    folder = None if chosen.source else skimage_photo_folder()
     rng = np.random.default_rng(seed)
     for sub in ("trainA", "trainB", "testA", "testB", "testA_truth"):
         (root / sub).mkdir(parents=True, exist_ok=True)
         for old in (root / sub).glob("*.png"):
             old.unlink()
     for name in chosen.photos:
-        photo = _scaled_photo(folder, name)
+        photo = chosen.source(name) if chosen.source else _scaled_photo(folder, name)
         stem = Path(name).stem
         a_region, test_region, b_region = (_columns(photo.width, *part) for part in REGIONS)
         for i, crop in enumerate(_random_crops(photo, train_per_photo, TRAIN_CROP, a_region, rng)):

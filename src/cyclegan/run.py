@@ -107,7 +107,9 @@ class TimeBudget:
     carry the start-up), fixes the run's length in iterations once, for the time left."""
 
     SKIPPED = 3
-    TIMED = 20  # or fewer, when a tenth of the budget is spent first
+    TIMED = 20  # at least, and over at least TIMED_SHARE of the budget (the rate moves in the first seconds) ...
+    TIMED_SHARE = 0.05
+    MOST_SHARE = 0.1  # ... but never past a tenth of it, when iterations are slow
     clock = staticmethod(time.perf_counter)
 
     def __init__(self, trainer: Trainer):
@@ -125,7 +127,9 @@ class TimeBudget:
         if done == self.SKIPPED:
             self.timed_from = now
         spent = now - self.started
-        enough = done >= self.SKIPPED + self.TIMED or (done > self.SKIPPED and spent >= 0.1 * self.seconds)
+        timed = done - self.SKIPPED
+        enough = (timed >= self.TIMED and spent >= self.TIMED_SHARE * self.seconds) or (
+            timed > 0 and spent >= self.MOST_SHARE * self.seconds)
         if not trainer.dist.any(enough or spent >= self.seconds):  # every rank decides at the same iteration
             return False
         rate = (done - self.SKIPPED) / (now - self.timed_from) if self.timed_from and done > self.SKIPPED else 0.0
