@@ -89,6 +89,7 @@ CURVE_RUNS = {
     "pix2pix_fast": {**FAST, **PIX2PIX_NETWORKS, "n_epochs": 8, "n_epochs_decay": 8},
     "fast_paired": {**FAST, "lambda_paired": 10.0},
     "fast_paired_data": FAST,  # fast_paired's data without its loss: what the T(a) images in trainB give alone
+    "fast_nce": {**FAST, "lambda_NCE": 1.0},  # CUT's PatchNCE as an extra term (CUT's weight)
 }
 # The data each curve trains on (the held-out crops are the same for all): the task's unpaired domains,
 # every pair, or the unpaired domains plus PAIRED_FRACTION of the pairs.
@@ -96,7 +97,8 @@ CURVE_DATA = {"pix2pix": "pairs", "pix2pix_fast": "pairs", "fast_paired": "some_
 PAIRED_FRACTION = 0.1
 MINUTE_MARKS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
 COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 40, 170), "pix2pix": (20, 140, 60),
-           "pix2pix_fast": (230, 140, 0), "fast_paired": (0, 170, 190), "fast_paired_data": (120, 120, 60)}
+           "pix2pix_fast": (230, 140, 0), "fast_paired": (0, 170, 190), "fast_paired_data": (120, 120, 60),
+           "fast_nce": (220, 40, 140)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:

@@ -150,6 +150,13 @@ class TrainConfig:
         "corrects the GAN's slow, biased drift on tone and colour, but also learns any colour difference between "
         "the two domains' content; 0 = off (the paper and the fast recipe; the demo uses 3)")
     lambda_L1: float = option(100.0, "pix2pix: weight of the L1 loss between G(A) and its partner B")
+    lambda_NCE: float = option(
+        0.0, "CUT's PatchNCE (Park et al. 2020) beside the cycle loss: each generator's encoder features of its "
+             "translation must match those of its input patch for patch (contrastive, 256 patches per layer, 5 layers, "
+             "a projection head trained with the generators); 0 = off (the paper); CUT uses 1, FastCUT 10; ResNet "
+             "generators only")
+    num_patches: int = option(256, "PatchNCE: patches sampled per layer and image (the official --num_patches)")
+    nce_T: float = option(0.07, "PatchNCE: the temperature of its softmax (the official --nce_T)")
     lambda_paired: float = option(
         0.0, "cycle_gan: weight of an L1 loss on the training images of A whose partner is known (a file of the same "
         "name in trainB/): lambda_paired (|G(a) - b| + |F(b) - a|), on those images only; semi-supervised training "
@@ -356,6 +363,11 @@ def validate(config: ExperimentConfig) -> None:
     m, d, t = config.model, config.data, config.train
     if t.time_budget:
         parse_duration(t.time_budget)
+    if t.lambda_NCE < 0 or t.num_patches < 1 or t.nce_T <= 0:
+        raise ValueError(f"--lambda_NCE must be 0 or more, --num_patches at least 1 and --nce_T positive, got "
+                         f"{t.lambda_NCE}, {t.num_patches}, {t.nce_T}")
+    if t.lambda_NCE > 0 and not m.netG.startswith("resnet"):
+        raise ValueError(f"--lambda_NCE compares the encoder features of a ResNet generator, not of --netG {m.netG}")
     if t.budget_iters < 0:
         raise ValueError(f"budget_iters must be 0 or more, got {t.budget_iters}")
     positive = {"ngf": m.ngf, "ndf": m.ndf, "crop_size": d.crop_size, "load_size": d.load_size,
@@ -419,7 +431,8 @@ def validate_model(config: ExperimentConfig) -> None:
             raise ValueError(f"option {key!r} must not be negative, got {getattr(t, key)}")
     if config.model.model != "pix2pix":
         return
-    cycle_only = {"lambda_identity": t.lambda_identity, "lambda_colour": t.lambda_colour, "lambda_paired": t.lambda_paired}
+    cycle_only = {"lambda_identity": t.lambda_identity, "lambda_colour": t.lambda_colour, "lambda_paired": t.lambda_paired,
+                  "lambda_NCE": t.lambda_NCE}
     given = [key for key, value in cycle_only.items() if value > 0]
     if given:
         raise ValueError(f"--model pix2pix has no {', '.join(given)} (CycleGAN losses: pix2pix learns from the pairs "

@@ -1,5 +1,5 @@
-"""The CycleGAN objectives: adversarial (least squares or cross-entropy), cycle and identity L1, and the
-colour-moment loss (--lambda_colour)."""
+"""The CycleGAN objectives: adversarial (least squares or cross-entropy), cycle and identity L1, the
+colour-moment loss (--lambda_colour) and CUT's PatchNCE (--lambda_NCE)."""
 
 from __future__ import annotations
 
@@ -90,3 +90,17 @@ def colour_moment_loss(fake: torch.Tensor, target: torch.Tensor, history: Colour
     whole = colour_sums(fake.detach()) if history is None else add_sums(history, colour_sums(fake.detach()))
     mismatch = (colour_moments(whole) - target).detach()
     return weight * (own - (own.detach() - mismatch)).pow(2).sum()
+
+
+def patch_nce_loss(query: torch.Tensor, key: torch.Tensor, *, images: int, temperature: float = 0.07) -> torch.Tensor:
+    """PatchNCE (Park et al. 2020): each query patch (of the translation) must pick its own key patch (of the
+    input, at the same place) among the other patches of the same image. ``query``, ``key``: (images * P, D),
+    L2-normalised; the keys are held fixed, as in the official code."""
+    key = key.detach()
+    q, k = query.view(images, -1, query.shape[1]), key.view(images, -1, key.shape[1])
+    positive = (q * k).sum(dim=2, keepdim=True)  # (B, P, 1)
+    negative = torch.bmm(q, k.transpose(1, 2))  # (B, P, P); its diagonal is the positive
+    eye = torch.eye(q.shape[1], dtype=torch.bool, device=q.device)[None]
+    logits = torch.cat([positive, negative.masked_fill(eye, -10.0)], dim=2) / temperature
+    target = torch.zeros(logits.shape[0] * logits.shape[1], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits.flatten(0, 1), target)

@@ -23,18 +23,23 @@ generator, as the official ``optimize_parameters`` does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .config import ExperimentConfig
-from .losses import GANLoss, colour_moment_loss, cycle_loss, gradient_penalty, identity_loss
+from .losses import GANLoss, colour_moment_loss, cycle_loss, gradient_penalty, identity_loss, patch_nce_loss
 from .models import build_discriminator, generator_for
+from .models.generators import PatchProjection
 from .names import NETWORK_NAMES, PIX2PIX_NETWORK_NAMES
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
 COLOUR_LOSS_NAMES = ("colour_A", "colour_B")  # with --lambda_colour: G_A's fakes against B's moments, G_B's against A's
 PAIRED_LOSS_NAMES = ("paired_A", "paired_B")  # with --lambda_paired: |G(a) - b| and |F(b) - a| on known pairs
+NCE_LOSS_NAMES = ("NCE_A", "NCE_B")  # with --lambda_NCE: PatchNCE of G(a) against a, of F(b) against b
+NCE_HEAD_NAMES = ("h_ab", "h_ba")  # their projection heads, trained with the generators
 PIX2PIX_LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
 
 
@@ -49,6 +54,7 @@ class Objective(nn.Module):
     generators and discriminators, the losses it logs, and how the sample grid is laid out."""
 
     network_names: tuple[str, ...] = ()
+    trained_with_generators: tuple[str, ...] = ()  # networks that G's optimizer updates beside the generators
 
     def networks(self) -> dict[str, nn.Module]:
         return {name: getattr(self, name) for name in self.network_names}
@@ -60,7 +66,7 @@ class CycleGAN(Objective):
     network_names = NETWORK_NAMES
     generator_names = ("g_ab", "g_ba")
     discriminator_names = ("d_a", "d_b")
-    loss_names = LOSS_NAMES + COLOUR_LOSS_NAMES + PAIRED_LOSS_NAMES  # those the configuration computes
+    loss_names = LOSS_NAMES + COLOUR_LOSS_NAMES + PAIRED_LOSS_NAMES + NCE_LOSS_NAMES  # those the configuration computes
     plateau_losses = ("cycle_A", "cycle_B")  # their epoch mean drives --lr_policy plateau
     sample_rows = (("real_a", "fake_b", "rec_a"), ("real_b", "fake_a", "rec_b"))
     discriminator_first = False
@@ -79,10 +85,16 @@ class CycleGAN(Objective):
         lambda_gp: float = 10.0,
         lambda_colour: float = 0.0,
         lambda_paired: float = 0.0,
+        nce: PatchNCE | None = None,
     ):
         super().__init__()
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
         self.lambda_paired = lambda_paired
+        self.nce = nce
+        if nce is not None:
+            self.h_ab, self.h_ba = nce.heads(g_ab), nce.heads(g_ba)
+            self.network_names = NETWORK_NAMES + NCE_HEAD_NAMES
+            self.trained_with_generators = NCE_HEAD_NAMES
         self.gan_loss = GANLoss(gan_mode)
         self.lambda_a, self.lambda_b, self.lambda_identity = lambda_a, lambda_b, lambda_identity
         self.lambda_gp = lambda_gp
@@ -119,6 +131,9 @@ class CycleGAN(Objective):
             losses["colour_B"] = colour_moment_loss(images["fake_a"], *colour["a"], self.lambda_colour)
         if self.lambda_paired > 0:
             losses.update(self.paired_losses(images))
+        if self.nce is not None:
+            losses["NCE_A"] = self.nce.loss(self.g_ab, self.h_ab, images["real_a"], images["fake_b"])
+            losses["NCE_B"] = self.nce.loss(self.g_ba, self.h_ba, images["real_b"], images["fake_a"])
         return losses
 
     def paired_losses(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -142,6 +157,27 @@ class CycleGAN(Objective):
         return loss
 
 
+@dataclass(frozen=True)
+class PatchNCE:
+    """CUT's PatchNCE as a term of the generator loss: ``weight`` (--lambda_NCE), ``patches`` per layer and
+    image, softmax ``temperature``; averaged over the encoder layers of ``ResnetGenerator.encode``."""
+
+    weight: float
+    patches: int = 256
+    temperature: float = 0.07
+
+    @staticmethod
+    def heads(generator: nn.Module) -> PatchProjection:
+        return PatchProjection(generator.encoder_channels())
+
+    def loss(self, generator: nn.Module, head: PatchProjection, source: torch.Tensor, translated: torch.Tensor):
+        keys, locations = head(generator.encode(source), self.patches)
+        queries, _ = head(generator.encode(translated), self.patches, locations)
+        per_layer = [patch_nce_loss(q, k, images=source.shape[0], temperature=self.temperature)
+                     for q, k in zip(queries, keys)]
+        return self.weight * torch.stack(per_layer).mean()
+
+
 class GeneratorSide(nn.Module):
     """Both generators and all their losses in one forward (the discriminators are the model's).
 
@@ -152,6 +188,8 @@ class GeneratorSide(nn.Module):
     def __init__(self, model: CycleGAN):
         super().__init__()
         self.g_ab, self.g_ba = model.g_ab, model.g_ba
+        for name in model.trained_with_generators:  # registered here, so that DDP keeps their gradients in step
+            setattr(self, name, getattr(model, name))
         self._model = [model]  # a plain list: the discriminators must not become this module's parameters
 
     def forward(self, real_a: torch.Tensor, real_b: torch.Tensor, colour: dict | None = None,
@@ -258,4 +296,5 @@ def build_cyclegan(config: ExperimentConfig) -> CycleGAN:
         lambda_gp=t.lambda_gp,
         lambda_colour=t.lambda_colour,
         lambda_paired=t.lambda_paired,
+        nce=PatchNCE(t.lambda_NCE, t.num_patches, t.nce_T) if t.lambda_NCE > 0 else None,
     )

@@ -130,7 +130,7 @@ class Trainer:
         # The generators' moving averages (--ema_decay), used for translation; never trained directly.
         self.ema = {f"{name}{EMA_SUFFIX}": copy.deepcopy(getattr(self.model, name)).requires_grad_(False)
                     for name in self.model.generator_names} if t.ema_decay > 0 else {}
-        self.opt_g = self._adam(self._parameters(self.model.generator_names))
+        self.opt_g = self._adam(self._parameters(self.model.generator_names + self.model.trained_with_generators))
         self.opt_d = self._adam(self._parameters(self.model.discriminator_names))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         if t.compile:

@@ -110,6 +110,30 @@ class ResnetGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.finish(self.up(self.blocks(self.down(self.stem(x)))), x)
 
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder features CUT's PatchNCE compares (the official nce_layers 0, 4, 8, 12, 16): the input,
+        the first stride-2 conv's output, the second's normalised output, and the outputs of residual blocks
+        3 and 7 (the last one, in shorter trunks)."""
+        features = [x]
+        h = self.down[0](self.stem(x))
+        features.append(h)
+        for layer in self.down[1:5]:
+            h = layer(h)
+        features.append(h)
+        h = self.down[5](h)
+        taps = {min(2, len(self.blocks) - 1), min(6, len(self.blocks) - 1)}
+        for index, block in enumerate(self.blocks):
+            h = block(h)
+            if index in taps:
+                features.append(h)
+        return features
+
+    def encoder_channels(self) -> list[int]:
+        """The channels of ``encode``'s features."""
+        c = self.stem[1].out_channels
+        taps = len({min(2, len(self.blocks) - 1), min(6, len(self.blocks) - 1)})
+        return [self.stem[1].in_channels, 2 * c, 4 * c] + [4 * c] * taps
+
     def finish(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The output from the trunk's features ``h`` (B, base_channels, H, W) and the input ``x``; a
         method of its own so that tiled translation can run the trunk layer by layer and end here."""
@@ -181,3 +205,24 @@ class UnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+class PatchProjection(nn.Module):
+    """CUT's projection head (the official netF, ``mlp_sample``): for each encoder layer, a two-layer MLP
+    (width 256) applied to features sampled at the same random locations in two images, L2-normalised."""
+
+    def __init__(self, channels: list[int], width: int = 256):
+        super().__init__()
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(c, width), nn.ReLU(), nn.Linear(width, width)) for c in channels)
+
+    def forward(self, features: list[torch.Tensor], patches: int, locations: list[torch.Tensor] | None = None):
+        """([(B * patches, width) per layer], the locations used): at ``locations`` when given, else drawn."""
+        out, used = [], []
+        for index, (mlp, feature) in enumerate(zip(self.mlps, features)):
+            flat = feature.flatten(2).transpose(1, 2)  # (B, H*W, C)
+            ids = locations[index] if locations is not None else torch.randperm(
+                flat.shape[1], device=flat.device)[:patches]
+            picked = mlp(flat[:, ids, :].flatten(0, 1))
+            out.append(nn.functional.normalize(picked, dim=1))
+            used.append(ids)
+        return out, used
