@@ -101,3 +101,31 @@ def test_the_paired_rows_train_on_the_known_pairs(learning, tmp_path):
     partnered = [n for n in names if not n.startswith("b_")]
     assert len(partnered) == round(20 * learning.PAIRED_FRACTION) and len(names) == len(partnered) + 3
     assert learning.paired_data(root, "winter", "unpaired") == root
+
+
+def test_the_new_tasks_build_deterministic_data_of_their_own_content_and_kinds(learning, tmp_path):
+    """Procedural scenes, split into disjoint A / test / B regions like the demo's photos; two per-pixel
+    transforms the per-pixel ceiling fits almost exactly, two spatial ones it cannot."""
+    from cyclegan.demo import build_demo_dataset
+    from tasks import NEW_TASKS, synthetic_scene
+
+    assert set(NEW_TASKS) <= set(learning.TASKS) and len(NEW_TASKS) >= 3
+    first, again = np.asarray(synthetic_scene("scene_3")), np.asarray(synthetic_scene("scene_3"))
+    assert np.array_equal(first, again) and not np.array_equal(first, np.asarray(synthetic_scene("scene_4")))
+    ceilings = {}
+    for name in NEW_TASKS:
+        root = build_demo_dataset(tmp_path / name, task=NEW_TASKS[name], train_per_photo=2, test_per_photo=2)
+        counts = {sub: len(list((root / sub).iterdir())) for sub in ("trainA", "trainB", "testA", "testA_truth")}
+        assert counts == {"trainA": 18, "trainB": 18, "testA": 18, "testA_truth": 18}
+        refs = learning.references(root, name)
+        ceilings[name] = refs["ceiling_psnr_db"] - refs["nothing_psnr_db"]
+        assert refs["ceiling_psnr_db"] > refs["nothing_psnr_db"] + 1  # each transform changes the images measurably
+    assert min(ceilings["dusk"], ceilings["split_tone"]) > max(ceilings["clarity"], ceilings["flat"])
+
+
+def test_gaps_judge_a_recipe_by_its_mean_and_its_worst_task(learning):
+    def entry(ceiling, end):
+        return {"references": {"ceiling_psnr_db": ceiling}, "recipes": {"fast": {"points": [{"ema_psnr_db": 0.0},
+                                                                                         {"ema_psnr_db": end}]}}}
+    summary = learning.gaps({"a": entry(30.0, 27.0), "b": entry(40.0, 31.0)})["fast"]
+    assert summary["mean"] == pytest.approx(6.0) and summary["worst"] == "b" and summary["tasks"]["a"] == 3.0
