@@ -24,7 +24,7 @@ from cyclegan.demo import SHORT_SIDE, Task
 
 from analysis import _blur
 
-SCENES = tuple(f"scene_{i}" for i in range(9))
+SCENES = tuple(f"scene_{i}" for i in range(18))  # twice the demo's photos: their regions average out
 SCENE_SIZE = (round(SHORT_SIDE * 1.5), SHORT_SIDE)  # width, height: the demo's photos are about 3:2
 
 
@@ -35,9 +35,10 @@ def _noise(rng, width: int, height: int, scale: int) -> np.ndarray:
 
 
 def synthetic_scene(name: str) -> Image.Image:
-    """An RGB scene of SCENE_SIZE from the seed in ``name`` (``scene_3``): a graded sky over a ground, 8-14
-    objects (ellipses, boxes, polygons) each with a colour gradient and a texture of its own scale, and a
-    few dark strokes."""
+    """An RGB scene of SCENE_SIZE from the seed in ``name`` (``scene_3``): a graded sky over a textured
+    ground, 30-50 objects (ellipses, boxes, polygons) spread evenly, each in a colour of the scene's own
+    palette with its own shading and texture, and a few dark strokes. The palette and the even spread
+    give the scene's left and right regions (domains A and B) the same kinds of content and colour."""
     seed = int(name.rsplit("_", 1)[1])
     rng = np.random.default_rng(1000 + seed)
     width, height = SCENE_SIZE
@@ -46,22 +47,26 @@ def synthetic_scene(name: str) -> Image.Image:
     sky = rng.uniform(0.3, 1.0, 3) * (1 - y) + rng.uniform(0.1, 0.8, 3) * y
     ground = rng.uniform(0.05, 0.6, 3) + 0.15 * _noise(rng, width, height, 24)[..., None]
     image = np.where(y < horizon, sky, ground).astype(np.float32) * np.ones((height, width, 1), np.float32)
-    for _ in range(int(rng.integers(8, 15))):
-        image = _add_object(image, rng)
+    palette = rng.uniform(0, 1, (int(rng.integers(4, 7)), 3))
+    count = int(rng.integers(30, 51))
+    for index in range(count):
+        column = (index + rng.uniform(0, 1)) / count  # evenly over the width, in a random order of kinds
+        image = _add_object(image, rng, palette, column * width)
     canvas = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
-    for _ in range(int(rng.integers(2, 6))):
-        points = [tuple(int(v) for v in rng.uniform(0, 1, 2) * (width, height)) for _ in range(3)]
+    for _ in range(int(rng.integers(4, 9))):
+        x0 = rng.uniform(0, width)
+        points = [(int(x0 + rng.uniform(-60, 60)), int(rng.uniform(0, height))) for _ in range(3)]
         draw.line(points, fill=tuple(int(v) for v in rng.integers(0, 60, 3)), width=int(rng.integers(1, 4)))
     return canvas.filter(ImageFilter.GaussianBlur(0.6))
 
 
-def _add_object(image: np.ndarray, rng) -> np.ndarray:
+def _add_object(image: np.ndarray, rng, palette: np.ndarray, cx: float) -> np.ndarray:
     height, width = image.shape[:2]
     mask_image = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(mask_image)
-    cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-    rx, ry = rng.uniform(12, width / 4), rng.uniform(12, height / 3)
+    cy = rng.uniform(0, height)
+    rx, ry = rng.uniform(6, 40), rng.uniform(6, 40)
     kind = rng.integers(3)
     if kind == 0:
         draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
@@ -72,7 +77,8 @@ def _add_object(image: np.ndarray, rng) -> np.ndarray:
         draw.polygon([(cx + rx * np.cos(a), cy + ry * np.sin(a)) for a in angles], fill=255)
     mask = np.asarray(mask_image.filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float32)[..., None] / 255
     yy = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
-    colour = rng.uniform(0, 1, 3) * (1 - yy) + rng.uniform(0, 1, 3) * yy  # shaded top to bottom
+    base = palette[rng.integers(len(palette))] + rng.normal(0, 0.04, 3)
+    colour = base * (1.15 - 0.3 * yy)  # shaded top to bottom
     texture = rng.uniform(0.03, 0.25) * _noise(rng, width, height, int(rng.choice([2, 3, 5, 9, 17])))[..., None]
     return image * (1 - mask) + np.clip(colour + texture, 0, 1) * mask
 
@@ -100,7 +106,7 @@ def split_tone_look(image: Image.Image) -> Image.Image:
     x = _unit(image)
     luma = (x @ LUMA)[..., None]
     shadows, highlights = (1 - luma) ** 2, luma ** 2
-    teal, orange = np.array([-0.10, 0.04, 0.08], np.float32), np.array([0.10, 0.02, -0.10], np.float32)
+    teal, orange = np.array([-0.30, 0.08, 0.22], np.float32), np.array([0.25, 0.05, -0.28], np.float32)
     return _image(x + shadows * teal + highlights * orange)
 
 

@@ -116,7 +116,7 @@ def test_the_new_tasks_build_deterministic_data_of_their_own_content_and_kinds(l
     for name in NEW_TASKS:
         root = build_demo_dataset(tmp_path / name, task=NEW_TASKS[name], train_per_photo=2, test_per_photo=2)
         counts = {sub: len(list((root / sub).iterdir())) for sub in ("trainA", "trainB", "testA", "testA_truth")}
-        assert counts == {"trainA": 18, "trainB": 18, "testA": 18, "testA_truth": 18}
+        assert counts == {"trainA": 36, "trainB": 36, "testA": 36, "testA_truth": 36}
         refs = learning.references(root, name)
         ceilings[name] = refs["ceiling_psnr_db"] - refs["nothing_psnr_db"]
         assert refs["ceiling_psnr_db"] > refs["nothing_psnr_db"] + 1  # each transform changes the images measurably
