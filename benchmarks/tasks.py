@@ -17,6 +17,8 @@ kinds:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -34,6 +36,7 @@ def _noise(rng, width: int, height: int, scale: int) -> np.ndarray:
     return np.asarray(Image.fromarray(small, mode="F").resize((width, height), Image.BICUBIC))
 
 
+@functools.lru_cache(maxsize=32)
 def synthetic_scene(name: str) -> Image.Image:
     """An RGB scene of SCENE_SIZE from the seed in ``name`` (``scene_3``): a graded sky over a textured
     ground, 30-50 objects (ellipses, boxes, polygons) spread evenly, each in a colour of the scene's own
@@ -62,25 +65,34 @@ def synthetic_scene(name: str) -> Image.Image:
 
 
 def _add_object(image: np.ndarray, rng, palette: np.ndarray, cx: float) -> np.ndarray:
+    """``image`` with one object drawn in place, at column ``cx`` (only its bounding box is computed)."""
     height, width = image.shape[:2]
-    mask_image = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(mask_image)
     cy = rng.uniform(0, height)
     rx, ry = rng.uniform(6, 40), rng.uniform(6, 40)
+    left, top = int(max(0, cx - rx - 3)), int(max(0, cy - ry - 3))
+    right, bottom = int(min(width, cx + rx + 4)), int(min(height, cy + ry + 4))
+    if right - left < 2 or bottom - top < 2:
+        return image
+    box_w, box_h = right - left, bottom - top
+    mask_image = Image.new("L", (box_w, box_h), 0)
+    draw = ImageDraw.Draw(mask_image)
+    x0, y0 = cx - left, cy - top
     kind = rng.integers(3)
     if kind == 0:
-        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+        draw.ellipse((x0 - rx, y0 - ry, x0 + rx, y0 + ry), fill=255)
     elif kind == 1:
-        draw.rectangle((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+        draw.rectangle((x0 - rx, y0 - ry, x0 + rx, y0 + ry), fill=255)
     else:
         angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(3, 7))))
-        draw.polygon([(cx + rx * np.cos(a), cy + ry * np.sin(a)) for a in angles], fill=255)
+        draw.polygon([(x0 + rx * np.cos(a), y0 + ry * np.sin(a)) for a in angles], fill=255)
     mask = np.asarray(mask_image.filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float32)[..., None] / 255
-    yy = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    yy = np.linspace(top / height, bottom / height, box_h, dtype=np.float32)[:, None, None]
     base = palette[rng.integers(len(palette))] + rng.normal(0, 0.04, 3)
     colour = base * (1.15 - 0.3 * yy)  # shaded top to bottom
-    texture = rng.uniform(0.03, 0.25) * _noise(rng, width, height, int(rng.choice([2, 3, 5, 9, 17])))[..., None]
-    return image * (1 - mask) + np.clip(colour + texture, 0, 1) * mask
+    texture = rng.uniform(0.03, 0.25) * _noise(rng, box_w, box_h, int(rng.choice([2, 3, 5, 9, 17])))[..., None]
+    part = image[top:bottom, left:right]
+    image[top:bottom, left:right] = part * (1 - mask) + np.clip(colour + texture, 0, 1) * mask
+    return image
 
 
 def _unit(image: Image.Image) -> np.ndarray:
