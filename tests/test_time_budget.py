@@ -33,8 +33,8 @@ def steady_clock(monkeypatch):
 
 
 def budget_run(tiny_config, name, **options):
-    return tiny_config(name=name, recipe="fast", time_budget="10s", n_epochs=50, n_epochs_decay=50,
-                       save_latest_freq=7, **options)
+    options = {"time_budget": "10s", **options}
+    return tiny_config(name=name, recipe="fast", n_epochs=50, n_epochs_decay=50, save_latest_freq=7, **options)
 
 
 def test_the_budget_fixes_the_length_and_the_schedule_ends_at_it(tiny_config, steady_clock, caplog):
@@ -76,3 +76,14 @@ def test_a_budget_shorter_than_the_first_iterations_stops_at_once(tiny_config, m
     trainer = Trainer(budget_run(tiny_config, "short"))
     fit(trainer, show_progress=False)
     assert trainer.total_iters == trainer.config.train.budget_iters == 2  # the budget was spent by the 2nd
+
+
+def test_a_pause_while_timing_does_not_shorten_the_run(tiny_config, monkeypatch):
+    """An evaluation or a checkpoint during the timed iterations: 0.25 s an iteration, one of 3.25 s."""
+    readings = iter([0.0] + [0.25 * i + (3.0 if i >= 10 else 0.0) for i in range(1, 1000)])
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: next(readings)))
+    trainer = Trainer(budget_run(tiny_config, "paused", time_budget="12s"))
+    fit(trainer, show_progress=False)
+    # timed at the median 0.25 s: fixed after iteration 23 (clock 8.75 s), 3.25 s left, 13 more (the mean
+    # iteration, 0.4 s, would have given 8)
+    assert trainer.config.train.budget_iters == 23 + 13

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from .checkpoint import LATEST, save_checkpoint
@@ -104,7 +105,9 @@ def shard(trainer: Trainer, dataset: UnpairedDataset) -> list[int]:
 
 class TimeBudget:
     """--time_budget: the iteration rate, timed over the first iterations of the run (after SKIPPED ones that
-    carry the start-up), fixes the run's length in iterations once, for the time left."""
+    carry the start-up), fixes the run's length in iterations once, for the time left. The rate is that of
+    the median iteration, so that a one-off pause while timing (a checkpoint, a sample grid, an evaluation)
+    does not shorten the run."""
 
     SKIPPED = 3
     TIMED = 20  # at least, and over at least TIMED_SHARE of the budget (the rate moves in the first seconds) ...
@@ -115,29 +118,30 @@ class TimeBudget:
     def __init__(self, trainer: Trainer):
         t = trainer.config.train
         self.seconds = parse_duration(t.time_budget) if t.time_budget and not t.budget_iters else None
-        self.started = self.clock()
+        self.started = self.last = self.clock()
         self.first = trainer.total_iters
-        self.timed_from: float | None = None
+        self.durations: list[float] = []
 
     def after_iteration(self, trainer: Trainer) -> bool:
         """True when this iteration fixed the horizon (``trainer.fix_horizon``)."""
         if self.seconds is None:
             return False
         done, now = trainer.total_iters - self.first, self.clock()
-        if done == self.SKIPPED:
-            self.timed_from = now
-        spent = now - self.started
-        timed = done - self.SKIPPED
+        if done > self.SKIPPED:
+            self.durations.append(now - self.last)
+        self.last = now
+        spent, timed = now - self.started, len(self.durations)
         enough = (timed >= self.TIMED and spent >= self.TIMED_SHARE * self.seconds) or (
             timed > 0 and spent >= self.MOST_SHARE * self.seconds)
         if not trainer.dist.any(enough or spent >= self.seconds):  # every rank decides at the same iteration
             return False
-        rate = (done - self.SKIPPED) / (now - self.timed_from) if self.timed_from and done > self.SKIPPED else 0.0
+        median = float(np.median(self.durations)) if self.durations else 0.0
+        rate = 1.0 / median if median > 0 else 0.0
         horizon = trainer.dist.smallest(trainer.total_iters + int(max(0.0, self.seconds - spent) * rate))
         trainer.fix_horizon(max(horizon, trainer.total_iters))
-        log.info("--time_budget %s: %.2f iterations/s over iterations %d-%d, so the run ends at iteration %d; the "
-                 "lr schedule is spread over them (%d + %d epochs)", trainer.config.train.time_budget, rate,
-                 self.first + self.SKIPPED, trainer.total_iters, trainer.config.train.budget_iters,
+        log.info("--time_budget %s: %.2f iterations/s (the median of iterations %d-%d), so the run ends at iteration "
+                 "%d; the lr schedule is spread over them (%d + %d epochs)", trainer.config.train.time_budget, rate,
+                 self.first + self.SKIPPED + 1, trainer.total_iters, trainer.config.train.budget_iters,
                  trainer.config.train.n_epochs, trainer.config.train.n_epochs_decay)
         self.seconds = None
         return True
