@@ -80,10 +80,12 @@ def test_a_budget_shorter_than_the_first_iterations_stops_at_once(tiny_config, m
 
 def test_a_pause_while_timing_does_not_shorten_the_run(tiny_config, monkeypatch):
     """An evaluation or a checkpoint during the timed iterations: 0.25 s an iteration, one of 3.25 s."""
-    readings = iter([0.0] + [0.25 * i + (3.0 if i >= 10 else 0.0) for i in range(1, 1000)])
+    readings = iter([0.0] + [0.25 * i + (3.0 if i >= 5 else 0.0) for i in range(1, 1000)])
     monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: next(readings)))
+    monkeypatch.setattr(TimeBudget, "TIMED", 4)  # a short timing window, so that the test trains a short run
+    monkeypatch.setattr(TimeBudget, "MOST_SHARE", 0.5)
     trainer = Trainer(budget_run(tiny_config, "paused", time_budget="12s"))
     fit(trainer, show_progress=False)
-    # timed at the median 0.25 s: fixed after iteration 23 (clock 8.75 s), 3.25 s left, 13 more (the mean
-    # iteration, 0.4 s, would have given 8)
-    assert trainer.config.train.budget_iters == 23 + 13
+    # timed at the median 0.25 s: fixed after iteration 3 + 4 (clock 4.75 s), 7.25 s left: 29 more (the mean
+    # timed iteration, 1 s, would have given 7)
+    assert trainer.config.train.budget_iters == 7 + 29
