@@ -284,3 +284,19 @@ def test_a_glob_takes_clips_and_images_together_and_clashing_clip_names_are_refu
     code = cli.main(["translate", str(inputs / "clip.mkv"), str(other / "clip.mkv"), "--output", str(tmp_path / "o2"),
                      *common])
     assert code == 2 and "would both be written" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["smooth", "clip"])
+def test_a_sequence_of_16_bit_frames_comes_back_16_bit(tmp_path, identity_run, mode):
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 65536, (32, 40), dtype=np.uint16) for _ in range(3)]
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i:03d}.png")
+    assert cli.main(["translate", "--checkpoint", str(identity_run), str(folder), "--sequence", "--temporal_stats",
+                     mode, "--output", str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
+    for i, frame in enumerate(frames):
+        out = Image.open(tmp_path / "out" / "scan" / f"{i:03d}.png")
+        assert out.mode == "I;16"
+        assert np.abs(np.asarray(out).astype(int) - frame).max() <= 1

@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .images import find_images, finish_image, open_image, prepare_image, save_image
+from .images import find_images, finish_image, open_image, peek_size, prepare_image, save_image
 from .names import DEFAULT_VIDEO_CODEC, TEMPORAL_STATS, VIDEO_EXTENSIONS
 from .tile_stats import SmoothedStatistics, as_measured, flatten, uses_instance_statistics
 from .tiling import frame_plan, padding_for, reflect_pad, run_frames
@@ -402,37 +402,53 @@ def _shots(stream: Iterator[tuple[int | None, np.ndarray]], threshold: float):
 def translate_sequence(translator: Translator, folder: Path, output: Path, options: VideoOptions, *,
                        format: str | None = None, show_progress: bool = False) -> list[Path]:
     """Translate a folder of numbered frames as one clip; each frame is written under its own name
-    (with ``format``'s extension when given) into ``output``, of its own kind (bit depth, channels)."""
+    (with ``format``'s extension when given) into ``output``, of its own kind (bit depth, channels).
+    Frames are read when needed, not held: ``clip`` reads a shot's frames again for each pass."""
     from .tracking import progress
 
     paths = find_images(folder)
     if not paths:
         raise FileNotFoundError(f"{folder} holds no frames")
-    bar = progress(None, total=len(paths), initial=0, description=folder.name, enabled=show_progress, unit="frame")
-    frames = FrameTranslator(translator, options, on_progress=bar.update)
-    prepared = [prepare_image(open_image(p), translator.in_channels) for p in paths]  # frames of a sequence: small
     targets = [output / (p.relative_to(folder).with_suffix(f".{format}") if format else p.relative_to(folder))
                for p in paths]
     if any(t.resolve() == p.resolve() for t, p in zip(targets, paths)):
         raise ValueError(f"--output {output} would overwrite the frames of {folder}; choose another folder")
-    sizes = {tensor.shape[-2:] for tensor, _ in prepared}
+    sizes = {peek_size(p) for p in paths}
     if len(sizes) > 1:
-        raise ValueError(f"the frames of {folder} differ in size ({', '.join(f'{w}x{h}' for h, w in sorted(sizes))}): "
+        raise ValueError(f"the frames of {folder} differ in size ({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}): "
                          f"a sequence is one clip")
+    bar = progress(None, total=len(paths), initial=0, description=folder.name, enabled=show_progress, unit="frame")
+    frames = FrameTranslator(translator, options, on_progress=bar.update)
     try:
-        outputs = _sequence_outputs(frames, [tensor for tensor, _ in prepared], options)
-        written = [save_image(finish_image(out, restore), target)
-                   for out, (_, restore), target in zip(outputs, prepared, targets)]
+        return [save_image(finish_image(out, restore), target)
+                for (out, restore), target in zip(_sequence_outputs(frames, paths, options), targets)]
     finally:
         bar.close()
-    return written
 
 
-def _sequence_outputs(frames: FrameTranslator, tensors: list[torch.Tensor], options: VideoOptions):
-    previews = [histogram(to_frame_array(t[:3] if t.shape[0] >= 3 else t[:1].expand(3, -1, -1))) for t in tensors]
+def _sequence_outputs(frames: FrameTranslator, paths: list[Path], options: VideoOptions):
+    """(translated tensor, how to restore its file's kind) per frame, in order."""
+    channels = frames.translator.in_channels
+
+    def load(path: Path):
+        return prepare_image(open_image(path), channels)
+
     if options.temporal_stats != "clip":
-        for tensor, preview in zip(tensors, previews):
-            yield frames.one(tensor, preview)
+        for path in paths:
+            tensor, restore = load(path)
+            yield frames.one(tensor, _preview_histogram(tensor)), restore
         return
-    for shot in shots(previews, options.cut_threshold):
-        yield from frames.shot([lambda i=i: tensors[i] for i in shot], *tensors[0].shape[-2:])
+    first_pass = [load(path) for path in paths]  # histograms for the cuts, and each frame's kind
+    histograms = [_preview_histogram(tensor) for tensor, _ in first_pass]
+    restores = [restore for _, restore in first_pass]
+    height, width = first_pass[0][0].shape[-2:]
+    del first_pass
+    for shot in shots(histograms, options.cut_threshold):
+        outputs = frames.shot([lambda p=paths[i]: load(p)[0] for i in shot], height, width)
+        yield from zip(outputs, (restores[i] for i in shot))
+
+
+def _preview_histogram(tensor: torch.Tensor) -> np.ndarray:
+    """The colour histograms of a (C, H, W) frame of any channel count: its first three channels, or its first."""
+    rgb = tensor[:3] if tensor.shape[0] >= 3 else tensor[:1].expand(3, -1, -1)
+    return histogram(to_frame_array(rgb))
