@@ -14,12 +14,13 @@ from torch import nn
 from cyclegan import cli
 from cyclegan.checkpoint import LATEST
 from cyclegan.config import ModelConfig, build_experiment
+from cyclegan.images import to_array, to_tensor
 from cyclegan.models import build_generator
 from cyclegan.tiling import TileOptions
 from cyclegan.training import Trainer
 from cyclegan.translate import Translator
 from cyclegan.video import (
-    FrameTranslator, VideoError, VideoOptions, histogram, probe, shots, to_frame_array, to_frame_tensor,
+    FrameTranslator, VideoError, VideoOptions, histogram, probe, shots,
     translate_arrays, translate_clip,
 )
 
@@ -198,7 +199,7 @@ def test_frames_above_the_tile_size_are_tiled_with_the_clip_statistics():
     tiles = TileOptions(tile=128, overlap=32)
     tiled_translator = Translator(net, device="cpu", tiles=tiles)
     one = translate_arrays(tiled_translator, frames[:1], VideoOptions(temporal_stats="clip"))[0]
-    image = to_frame_array(tiled_translator.translate_tensor(to_frame_tensor(frames[0])))
+    image = to_array(tiled_translator.translate_tensor(to_tensor(frames[0])))
     assert np.abs(one.astype(int) - image).max() <= 1  # a one-frame clip is the tiled image
     whole = translate_arrays(Translator(net, device="cpu"), frames, VideoOptions(temporal_stats="clip"))
     tiled = translate_arrays(tiled_translator, frames, VideoOptions(temporal_stats="clip"))
@@ -267,7 +268,7 @@ def test_temporal_statistics_need_the_pytorch_generator_and_valid_options():
         with pytest.raises(ValueError):
             VideoOptions(**bad)
     frame = moving_frames(1)[0]
-    assert np.array_equal(to_frame_array(to_frame_tensor(frame)), frame)
+    assert np.array_equal(to_array(to_tensor(frame)), frame)
 
 
 def test_a_glob_takes_clips_and_images_together_and_clashing_clip_names_are_refused(tmp_path, identity_run, capsys):

@@ -5,7 +5,6 @@ file and the problem whenever an image cannot be read.
 
 from __future__ import annotations
 
-import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +60,7 @@ def open_image(path: str | Path | bytes, *, name: str | None = None) -> Image.Im
         except rasters.RasterError as exc:
             raise ImageReadError(str(exc)) from exc
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as image:
+        with Image.open(rasters.readable(source)) as image:
             image.load()
             return ImageOps.exif_transpose(image)
     except DECODE_ERRORS as exc:
@@ -92,8 +91,7 @@ def load_image(path: str | Path, *, channels: int = 3) -> Image.Image | Bands:
         return to_float_image(image)
     if channels in (1, 3):
         return image.convert("RGB" if channels == 3 else "L")
-    return Bands.from_array(np.asarray(image, dtype=np.float32).reshape(image.size[1], image.size[0], -1),
-                            alpha=image.mode in ALPHA_MODES, depth="8")
+    return to_bands(image)
 
 
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -182,8 +180,8 @@ def scan_images(paths: Sequence[Path], *, min_side: int = 0, on_bad: str = "skip
     return good, bad
 
 
-def to_tensor(image: Image.Image | Bands) -> torch.Tensor:
-    """A PIL image or ``Bands`` as a float tensor in [-1, 1], shape (C, H, W)."""
+def to_tensor(image: Image.Image | Bands | np.ndarray) -> torch.Tensor:
+    """A PIL image, ``Bands`` or (H, W[, C]) 8-bit array as a float tensor in [-1, 1], shape (C, H, W)."""
     array = image.array() if isinstance(image, Bands) else np.asarray(image, dtype=np.float32)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -195,9 +193,13 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
     preview (pages, sample grids): the first three channels as RGB, or the first one as gray."""
     if tensor.shape[-3] not in (1, 3):
         tensor = tensor[..., :3 if tensor.shape[-3] > 3 else 1, :, :]
-    array = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
-    array = array.permute(1, 2, 0).numpy()
+    array = to_array(tensor)
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+def to_array(tensor: torch.Tensor) -> np.ndarray:
+    """A (C, H, W) tensor in [-1, 1] as an (H, W, C) uint8 array."""
+    return ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
 
 def to_bands(image: Image.Image) -> Bands:
@@ -299,7 +301,7 @@ def peek_size(path: Path | bytes) -> tuple[int, int]:
         kind = rasters.sniff(header, source)
         if kind:
             return rasters.header_size(kind, source)
-        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as image:
+        with Image.open(rasters.readable(source)) as image:
             width, height = image.size
             rotated = _exif_orientation(image) in (5, 6, 7, 8)
     except (*DECODE_ERRORS, rasters.RasterError) as exc:

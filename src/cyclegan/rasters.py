@@ -122,7 +122,7 @@ def _tiff_needs_bands(source: Path | bytes) -> bool:
     if tifffile is None:
         return False
     try:
-        with tifffile.TiffFile(_stream(source)) as tiff:
+        with tifffile.TiffFile(readable(source)) as tiff:
             page = tiff.pages[0]
             samples, dtype, extras = page.samplesperpixel, np.dtype(page.dtype), tuple(page.extrasamples or ())
     except Exception:  # noqa: BLE001 - not a TIFF tifffile reads: Pillow's decoder reports the problem
@@ -150,7 +150,8 @@ def _optional(module: str, what: str):
         return None
 
 
-def _stream(source: Path | bytes):
+def readable(source: Path | bytes):
+    """What a decoder opens: the path, or the bytes as a file."""
     return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
 
 
@@ -184,7 +185,7 @@ def _decode_png(source: Path | bytes):
 
 def _decode_tiff(source: Path | bytes):
     tifffile = _require("tifffile", "tifffile")
-    with tifffile.TiffFile(_stream(source)) as tiff:
+    with tifffile.TiffFile(readable(source)) as tiff:
         page = tiff.pages[0]
         array = page.asarray()
         if page.planarconfig == 2 and array.ndim == 3:  # separate planes: (C, H, W)
@@ -219,7 +220,7 @@ def header_size(kind: str, source: Path | bytes) -> tuple[int, int]:
                 data = file.read(24)
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     tifffile = _require("tifffile", "tifffile")
-    with tifffile.TiffFile(_stream(source)) as tiff:
+    with tifffile.TiffFile(readable(source)) as tiff:
         page = tiff.pages[0]
         width, height = page.imagewidth, page.imagelength
         tag = page.tags.get(274)

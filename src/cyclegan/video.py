@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .images import find_images, finish_image, open_image, peek_size, prepare_image, save_image
+from .images import find_images, finish_image, open_image, peek_size, prepare_image, save_image, to_array, to_tensor
 from .names import DEFAULT_VIDEO_CODEC, TEMPORAL_STATS, VIDEO_EXTENSIONS
 from .tile_stats import SmoothedStatistics, as_measured, flatten, uses_instance_statistics
 from .tiling import frame_plan, padding_for, reflect_pad, run_frames
@@ -229,14 +229,6 @@ def stored(frame: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, -(rotation // 90))) if rotation % 360 else frame
 
 
-def to_frame_tensor(frame: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(frame.transpose(2, 0, 1).astype(np.float32)).div_(127.5).sub_(1.0)
-
-
-def to_frame_array(tensor: torch.Tensor) -> np.ndarray:
-    return ((tensor.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-
-
 class ClipWriter:
     """Encodes frames into a temporary file beside ``path`` and copies the source's audio packets in
     between (no re-encoding); ``close`` renames it to ``path``, ``abort`` removes it."""
@@ -369,13 +361,13 @@ def _translated(frames: FrameTranslator, stream: Iterator[tuple[int | None, np.n
     """(pts, translated uint8 frame) in order: streamed for frame and smooth, shot by shot for clip."""
     if options.temporal_stats != "clip":
         for pts, frame in stream:
-            yield pts, to_frame_array(frames.one(to_frame_tensor(frame), histogram(frame)))
+            yield pts, to_array(frames.one(to_tensor(frame), histogram(frame)))
         return
     for shot_pts, store in _shots(stream, options.cut_threshold):
         try:
-            loaders = [lambda i=i: to_frame_tensor(store.load(i)) for i in range(store.count)]
+            loaders = [lambda i=i: to_tensor(store.load(i)) for i in range(store.count)]
             for pts, out in zip(shot_pts, frames.shot(loaders, *store.shape[:2])):
-                yield pts, to_frame_array(out)
+                yield pts, to_array(out)
         finally:
             store.close()
 
@@ -451,4 +443,4 @@ def _sequence_outputs(frames: FrameTranslator, paths: list[Path], options: Video
 def _preview_histogram(tensor: torch.Tensor) -> np.ndarray:
     """The colour histograms of a (C, H, W) frame of any channel count: its first three channels, or its first."""
     rgb = tensor[:3] if tensor.shape[0] >= 3 else tensor[:1].expand(3, -1, -1)
-    return histogram(to_frame_array(rgb))
+    return histogram(to_array(rgb))
