@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .names import (
-    BAD_IMAGE_POLICIES, DEVICES, DIRECTIONS, DISCRIMINATOR_NAMES, GAN_MODES, GENERATOR_NAMES, GENERATOR_SIZE_MULTIPLES,
-    INIT_NAMES, LR_POLICIES, MEMORY_FORMATS, MODELS, NONFINITE_POLICIES, NORM_NAMES, PRECISIONS, PREPROCESS_NAMES, UPSAMPLE_NAMES,
+    BAD_IMAGE_POLICIES, CROPPING_PREPROCESS, DEVICES, DIRECTIONS, DISCRIMINATOR_NAMES, GAN_MODES, GENERATOR_NAMES,
+    GENERATOR_SIZE_MULTIPLES, INIT_NAMES, LR_POLICIES, MEMORY_FORMATS, MODELS, NONFINITE_POLICIES, NORM_NAMES, PRECISIONS,
+    PREPROCESS_NAMES, UPSAMPLE_NAMES,
 )
 
 CONFIG_VERSION = 1
@@ -68,6 +69,8 @@ class ModelConfig:
     netD: str = option("basic", "discriminator: basic = 70x70 PatchGAN; n_layers = PatchGAN with n_layers_D "
                        "stride-2 layers; pixel = 1x1 PixelGAN", choices=DISCRIMINATOR_NAMES)
     n_layers_D: int = option(3, "stride-2 conv layers of the discriminator when netD is n_layers")
+    num_D: int = option(1, "scales the discriminators judge (pix2pixHD's multi-scale critic): each scale is one more "
+                        "discriminator of --netD that sees the image average-pooled by 2 once more; 1 = the paper")
     ngf: int = option(64, "filters in the generator's first conv layer")
     ndf: int = option(64, "filters in the discriminator's first conv layer")
     norm: str = option("instance", "normalisation layer", choices=NORM_NAMES)
@@ -358,6 +361,26 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def smallest_patch_input(n_layers: int) -> int:
+    """The smallest input side for which an ``n_layers`` PatchGAN still outputs one logit.
+
+    Its n_layers stride-2 convs halve the side, and its two stride-1 convs take 1 pixel each.
+    """
+    return 3 * 2**n_layers
+
+
+def check_discriminator_scales(m: ModelConfig, d: DataConfig) -> None:
+    """The coarsest of --num_D scales must still be large enough for the PatchGAN to judge."""
+    if m.num_D == 1 or m.netD == "pixel" or d.preprocess not in CROPPING_PREPROCESS:
+        return
+    n_layers = 3 if m.netD == "basic" else m.n_layers_D
+    coarsest = -(-d.crop_size // 2 ** (m.num_D - 1))
+    if coarsest < smallest_patch_input(n_layers):
+        raise ValueError(f"--num_D {m.num_D}: the coarsest scale of a {d.crop_size} px crop is {coarsest} px, smaller "
+                         f"than the {smallest_patch_input(n_layers)} px a {n_layers}-layer PatchGAN needs; "
+                         f"lower --num_D or raise --crop_size")
+
+
 def validate(config: ExperimentConfig) -> None:
     """Reject option combinations that would otherwise fail deep inside a run."""
     m, d, t = config.model, config.data, config.train
@@ -373,7 +396,7 @@ def validate(config: ExperimentConfig) -> None:
     positive = {"ngf": m.ngf, "ndf": m.ndf, "crop_size": d.crop_size, "load_size": d.load_size,
                 "batch_size": t.batch_size, "print_freq": t.print_freq, "display_freq": t.display_freq,
                 "save_epoch_freq": t.save_epoch_freq, "save_latest_freq": t.save_latest_freq,
-                "n_layers_D": m.n_layers_D}
+                "n_layers_D": m.n_layers_D, "num_D": m.num_D}
     for key, value in positive.items():
         if value < 1:
             raise ValueError(f"option {key!r} must be at least 1, got {value}")
@@ -400,13 +423,14 @@ def validate(config: ExperimentConfig) -> None:
         raise ValueError(f"crop_size ({d.crop_size}) is wider than load_size ({d.load_size}), the width "
                          "scale_width gives every image; lower --crop_size or raise --load_size")
     stride = GENERATOR_SIZE_MULTIPLES.get(m.netG, 1)
-    if d.preprocess in ("resize_and_crop", "crop", "scale_width_and_crop") and d.crop_size % stride:
+    if d.preprocess in CROPPING_PREPROCESS and d.crop_size % stride:
         raise ValueError(f"--crop_size {d.crop_size} is not a multiple of {stride}, the size {m.netG} needs "
                          f"(its output would not match its input); use e.g. --crop_size {max(stride, d.crop_size // stride * stride)}")
     if m.netG.startswith("unet") and (m.global_residual or m.upsample != "transpose" or m.colour_path):
         raise ValueError(f"--netG {m.netG} has no --global_residual, --upsample resize or --colour_path (--recipe fast "
                          f"sets the first two): pass --netG resnet_9blocks or resnet_6blocks, or --no-global_residual "
                          f"--upsample transpose")
+    check_discriminator_scales(m, d)
     for flag, count in (("--input_nc", m.input_nc), ("--output_nc", m.output_nc)):
         if count < 1:
             raise ValueError(f"{flag} must be a positive number of channels, got {count}")

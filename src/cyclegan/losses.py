@@ -15,7 +15,8 @@ class GANLoss(nn.Module):
 
     ``lsgan``: mean squared error (the paper); ``vanilla``: binary cross-entropy on logits;
     ``wgangp``: the Wasserstein critic loss, -mean(D) for real and mean(D) for fake (its gradient
-    penalty is ``gradient_penalty``).
+    penalty is ``gradient_penalty``). A list of predictions (a multi-scale discriminator's) gets
+    the mean of their losses.
     """
 
     def __init__(self, mode: str = "lsgan"):
@@ -24,7 +25,9 @@ class GANLoss(nn.Module):
             raise ValueError(f"unknown gan_mode {mode!r}; valid: {', '.join(GAN_MODES)}")
         self.mode = mode
 
-    def forward(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+    def forward(self, prediction: torch.Tensor | list[torch.Tensor], target_is_real: bool) -> torch.Tensor:
+        if isinstance(prediction, list):
+            return torch.stack([self(scale, target_is_real) for scale in prediction]).mean()
         if self.mode == "wgangp":
             return -prediction.mean() if target_is_real else prediction.mean()
         target = torch.full_like(prediction, 1.0 if target_is_real else 0.0)
@@ -50,7 +53,9 @@ def gradient_penalty(d: nn.Module, real: torch.Tensor, fake: torch.Tensor, *, we
     """
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(d(mixed).sum(), mixed, create_graph=True)
+    judged = d(mixed)
+    total = sum(scale.sum() for scale in judged) if isinstance(judged, list) else judged.sum()
+    (grad,) = torch.autograd.grad(total, mixed, create_graph=True)
     norm = (grad.flatten(1) + 1e-16).norm(2, dim=1)  # (B,)
     return weight * ((norm - 1.0) ** 2).mean()
 

@@ -20,6 +20,7 @@ LR_POLICIES = ("linear", "step", "plateau", "cosine")
 BAD_IMAGE_POLICIES = ("skip", "fail")  # --on_bad_image
 NONFINITE_POLICIES = ("stop", "skip")  # --on_nonfinite
 PREPROCESS_NAMES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+CROPPING_PREPROCESS = ("resize_and_crop", "crop", "scale_width_and_crop")  # every training image is crop_size square
 
 # What is trained: cycle_gan (two generators, two discriminators, unpaired data) or pix2pix (one generator
 # and one conditional discriminator, aligned pairs).

@@ -7,7 +7,7 @@ from functools import partial
 from torch import nn
 
 from ..config import ModelConfig
-from .discriminators import NLayerDiscriminator, PixelDiscriminator
+from .discriminators import MultiscaleDiscriminator, NLayerDiscriminator, PixelDiscriminator
 from .generators import ResnetBlock, ResnetGenerator, UnetGenerator, UnetSkipBlock
 from .layers import init_weights, lookup
 
@@ -51,10 +51,11 @@ def generator_for(cfg: ModelConfig, direction: str) -> nn.Module:
 
 
 def build_discriminator(cfg: ModelConfig, *, in_channels: int) -> nn.Module:
-    """An initialised discriminator judging images with ``in_channels`` channels."""
+    """An initialised discriminator judging images with ``in_channels`` channels (at --num_D scales)."""
     make = lookup(DISCRIMINATORS, cfg.netD, "netD")
     norm = cfg.norm if cfg.norm_D == "same" else cfg.norm_D
-    net = make(in_channels, n_layers=cfg.n_layers_D, base_channels=cfg.ndf, norm=norm)
+    one = partial(make, in_channels, n_layers=cfg.n_layers_D, base_channels=cfg.ndf, norm=norm)
+    net = one() if cfg.num_D == 1 else MultiscaleDiscriminator(one, cfg.num_D)  # one scale keeps the official keys
     init_weights(net, cfg.init_type, cfg.init_gain)
     return net
 
@@ -62,6 +63,7 @@ def build_discriminator(cfg: ModelConfig, *, in_channels: int) -> nn.Module:
 __all__ = [
     "DISCRIMINATORS",
     "GENERATORS",
+    "MultiscaleDiscriminator",
     "NLayerDiscriminator",
     "PixelDiscriminator",
     "ResnetBlock",

@@ -1,9 +1,13 @@
-"""PatchGAN discriminator: the 70x70 one of the paper (n_layers=3) and its deeper/shallower kin."""
+"""PatchGAN discriminator: the 70x70 one of the paper (n_layers=3) and its deeper/shallower kin; the
+multi-scale wrapper of pix2pixHD (--num_D)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .layers import conv_bias, norm_factory
 
@@ -29,6 +33,27 @@ class NLayerDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)  # (B, 1, H', W') patch logits
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """``scales`` discriminators of one kind; the k-th judges the input average-pooled by 2, k times.
+
+    pix2pixHD's multi-scale critic: the coarse copies see more of the image per patch at no cost in
+    depth. The output is the list of each scale's patch logits, finest first; ``GANLoss`` averages
+    the scales' losses, so the weight of the adversarial term is that of one discriminator.
+    """
+
+    def __init__(self, make: Callable[[], nn.Module], scales: int):
+        super().__init__()
+        self.scales = nn.ModuleList(make() for _ in range(scales))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for k, judge in enumerate(self.scales):
+            if k:
+                x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+            outputs.append(judge(x))
+        return outputs
 
 
 class PixelDiscriminator(nn.Module):
