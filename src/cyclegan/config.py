@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .names import (
-    BAD_IMAGE_POLICIES, CROPPING_PREPROCESS, DEVICES, DIRECTIONS, DISCRIMINATOR_NAMES, GAN_MODES, GENERATOR_NAMES,
-    GENERATOR_SIZE_MULTIPLES, INIT_NAMES, LR_POLICIES, MEMORY_FORMATS, MODELS, NONFINITE_POLICIES, NORM_NAMES, PRECISIONS,
-    PREPROCESS_NAMES, UPSAMPLE_NAMES,
+    BAD_IMAGE_POLICIES, BASIC_D_LAYERS, CROPPING_PREPROCESS, DEVICES, DIRECTIONS, DISCRIMINATOR_NAMES, GAN_MODES,
+    GENERATOR_NAMES, GENERATOR_SIZE_MULTIPLES, INIT_NAMES, LR_POLICIES, MEMORY_FORMATS, MODELS, NONFINITE_POLICIES,
+    NORM_NAMES, PRECISIONS, PREPROCESS_NAMES, UPSAMPLE_NAMES,
 )
 
 CONFIG_VERSION = 1
@@ -373,7 +373,7 @@ def check_discriminator_scales(m: ModelConfig, d: DataConfig) -> None:
     """The coarsest of --num_D scales must still be large enough for the PatchGAN to judge."""
     if m.num_D == 1 or m.netD == "pixel" or d.preprocess not in CROPPING_PREPROCESS:
         return
-    n_layers = 3 if m.netD == "basic" else m.n_layers_D
+    n_layers = BASIC_D_LAYERS if m.netD == "basic" else m.n_layers_D
     coarsest = -(-d.crop_size // 2 ** (m.num_D - 1))
     if coarsest < smallest_patch_input(n_layers):
         raise ValueError(f"--num_D {m.num_D}: the coarsest scale of a {d.crop_size} px crop is {coarsest} px, smaller "

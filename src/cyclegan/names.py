@@ -11,6 +11,7 @@ from __future__ import annotations
 GENERATOR_SIZE_MULTIPLES = {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_256": 256, "unet_128": 128}
 GENERATOR_NAMES = tuple(GENERATOR_SIZE_MULTIPLES)
 DISCRIMINATOR_NAMES = ("basic", "n_layers", "pixel")
+BASIC_D_LAYERS = 3  # --netD basic: the 70x70 PatchGAN is the n_layers one with 3 layers
 NORM_NAMES = ("instance", "batch", "none")
 INIT_NAMES = ("normal", "xavier", "kaiming", "orthogonal")
 UPSAMPLE_NAMES = ("transpose", "resize")

@@ -20,6 +20,7 @@ from torch import nn
 from .checkpoint import LATEST, CheckpointError, save_checkpoint, stored_network
 from .config import ExperimentConfig, ModelConfig, build_experiment
 from .models import build_discriminator, build_generator, generator_for
+from .names import BASIC_D_LAYERS
 
 # official file name part -> (our network name, role)
 OFFICIAL_NETWORKS = {"G_A": "g_ab", "G_B": "g_ba", "D_A": "d_b", "D_B": "d_a"}
@@ -181,7 +182,7 @@ def infer_discriminator_options(state: dict[str, torch.Tensor]) -> dict[str, Any
     if not convs:
         return {}
     n_layers = len(convs) - 2
-    return {"netD": "basic" if n_layers == 3 else "n_layers", "n_layers_D": n_layers, "ndf": state["model.0.weight"].shape[0]}
+    return {"netD": "basic" if n_layers == BASIC_D_LAYERS else "n_layers", "n_layers_D": n_layers, "ndf": state["model.0.weight"].shape[0]}
 
 
 # ---- whole runs -----------------------------------------------------------------------------

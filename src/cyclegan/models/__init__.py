@@ -7,6 +7,7 @@ from functools import partial
 from torch import nn
 
 from ..config import ModelConfig
+from ..names import BASIC_D_LAYERS
 from .discriminators import MultiscaleDiscriminator, NLayerDiscriminator, PixelDiscriminator
 from .generators import ResnetBlock, ResnetGenerator, UnetGenerator, UnetSkipBlock
 from .layers import init_weights, lookup
@@ -19,7 +20,7 @@ GENERATORS = {
 }
 
 DISCRIMINATORS = {
-    "basic": lambda in_channels, *, n_layers, **kw: NLayerDiscriminator(in_channels, n_layers=3, **kw),
+    "basic": lambda in_channels, *, n_layers, **kw: NLayerDiscriminator(in_channels, n_layers=BASIC_D_LAYERS, **kw),
     "n_layers": lambda in_channels, *, n_layers, **kw: NLayerDiscriminator(in_channels, n_layers=n_layers, **kw),
     "pixel": lambda in_channels, *, n_layers, **kw: PixelDiscriminator(in_channels, **kw),
 }
