@@ -91,6 +91,10 @@ CURVE_RUNS = {
     "fast_paired_data": FAST,  # fast_paired's data without its loss: what the T(a) images in trainB give alone
     "fast_nce": {**FAST, "lambda_NCE": 1.0},  # CUT's PatchNCE as an extra term (CUT's weight)
     "fast_msd": {**FAST, "num_D": 2},  # pix2pixHD's multi-scale critic: the 70x70 PatchGAN at 64 and 32 px
+    "fast_colour1": {**FAST, "lambda_colour": 1.0},  # a third of the demo's colour weight
+    # The one-sided CUT model with the fast bundle (its lambda_NCE, pool and identity PatchNCE beneath), and FastCUT.
+    "cut": {**FAST, "model": "cut"},
+    "fastcut": {**FAST, "model": "cut", "CUT_mode": "FastCUT"},
 }
 # The data each curve trains on (the held-out crops are the same for all): the task's unpaired domains,
 # every pair, or the unpaired domains plus PAIRED_FRACTION of the pairs.
@@ -99,7 +103,7 @@ PAIRED_FRACTION = 0.1
 MINUTE_MARKS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
 COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 40, 170), "pix2pix": (20, 140, 60),
            "pix2pix_fast": (230, 140, 0), "fast_paired": (0, 170, 190), "fast_paired_data": (120, 120, 60),
-           "fast_nce": (220, 40, 140), "fast_msd": (90, 90, 90)}
+           "fast_nce": (220, 40, 140), "fast_msd": (90, 90, 90), "fast_colour1": (170, 110, 200), "cut": (0, 120, 90), "fastcut": (150, 200, 40)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:

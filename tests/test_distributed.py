@@ -199,3 +199,53 @@ def test_pix2pix_under_two_ranks_is_one_process_averaging_their_gradients(tmp_pa
             assert losses[step][r] == rank_losses[r][step], (step, r)
     for key, value in single.model.state_dict().items():
         assert torch.equal(value, ranks[0][key]), key
+
+
+def averaged_cut_step(trainer: Trainer, batches) -> list[dict[str, float]]:
+    """One CUT iteration in one process as two DDP ranks do it. Every rank starts from the same seed, so each
+    draws the same PatchNCE patches: each rank's forward here starts from the same RNG state."""
+    model, world = trainer.model, len(batches)
+    state = torch.get_rng_state()
+    trainer.opt_g.zero_grad(set_to_none=True)
+    sides = []
+    for a, b in batches:
+        torch.set_rng_state(state)
+        sides.append(model.translate(a, b))
+    trainer.opt_d.zero_grad(set_to_none=True)
+    outcomes = []
+    for (a, b), (images, early) in zip(batches, sides):
+        losses = model.discriminator_losses(a, b, images["fake_b"])
+        (model.discriminator_total(losses) / world).backward()
+        outcomes.append({**early, **losses})
+    trainer.opt_d.step()
+    set_requires_grad([model.d_b], False)
+    for (images, _), losses in zip(sides, outcomes):
+        losses.update(model.generator_losses(images))
+        (model.generator_total(losses) / world).backward()
+    trainer.opt_g.step()
+    set_requires_grad([model.d_b], True)
+    return [{name: float(losses[name].detach()) for name in model.loss_names if name in losses} for losses in outcomes]
+
+
+def test_cut_under_two_ranks_is_one_process_averaging_their_gradients(tmp_path):
+    """G, its PatchNCE head and D stay in step over the ranks: PatchNCE runs inside G's one forward."""
+    from cyclegan.config import build_experiment
+
+    config = build_experiment({"model": "cut", "netG": "resnet_6blocks", "ngf": 4, "ndf": 4, "num_patches": 16,
+                               "crop_size": 32, "load_size": 32, "dataroot": str(tmp_path),
+                               "checkpoints_dir": str(tmp_path / "runs")})
+    (tmp_path / "config.json").write_text(config.to_json())
+    torchrun(str(Path(__file__).parent / "helpers" / "ddp_worker.py"), str(tmp_path / "config.json"), str(tmp_path),
+             str(STEPS))
+    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    assert any(key.startswith("h_ab.") for key in ranks[0])
+    assert all(torch.equal(ranks[0][key], ranks[1][key]) for key in ranks[0])
+    rank_losses = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    with torch_threads(WORKER_THREADS):
+        single = Trainer(config, device="cpu")
+        losses = [averaged_cut_step(single, [rank_batch(0, step), rank_batch(1, step)]) for step in range(STEPS)]
+    for step in range(STEPS):
+        for r in (0, 1):
+            assert losses[step][r] == rank_losses[r][step], (step, r)
+    for key, value in single.model.state_dict().items():
+        assert torch.equal(value, ranks[0][key]), key

@@ -23,7 +23,7 @@ from torch import nn
 
 from .config import ExperimentConfig, flatten_config_dict
 from .models import generator_for
-from .names import GENERATOR_FOR_DIRECTION
+from .names import GENERATOR_FOR_DIRECTION, ONE_WAY_MODELS
 
 FORMAT = "cyclegan"
 CHECKPOINT_VERSION = 1
@@ -185,8 +185,9 @@ def generator_name(checkpoint: Checkpoint, direction: str, *, ema: bool = True) 
     """The stored network that translates ``direction``: its moving average when the run kept one."""
     if direction not in GENERATOR_FOR_DIRECTION:
         raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(GENERATOR_FOR_DIRECTION)}")
-    if direction == "BtoA" and checkpoint.config.model.model == "pix2pix":
-        raise CheckpointError(f"{checkpoint.path} is a pix2pix model: its one generator translates AtoB (trained "
+    model = checkpoint.config.model.model
+    if direction == "BtoA" and model in ONE_WAY_MODELS:
+        raise CheckpointError(f"{checkpoint.path} is a {model} model: its one generator translates AtoB (trained "
                               f"with --direction {checkpoint.config.data.direction}); there is no BtoA generator")
     return stored_network(checkpoint, GENERATOR_FOR_DIRECTION[direction], ema=ema)
 

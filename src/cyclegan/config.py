@@ -15,7 +15,7 @@ from typing import Any
 
 from .names import (
     BAD_IMAGE_POLICIES, BASIC_D_LAYERS, CROPPING_PREPROCESS, DEVICES, DIRECTIONS, DISCRIMINATOR_NAMES, GAN_MODES,
-    GENERATOR_NAMES, GENERATOR_SIZE_MULTIPLES, INIT_NAMES, LR_POLICIES, MEMORY_FORMATS, MODELS, NONFINITE_POLICIES,
+    CUT_MODES, GENERATOR_NAMES, GENERATOR_SIZE_MULTIPLES, INIT_NAMES, LR_POLICIES, MEMORY_FORMATS, MODELS, NONFINITE_POLICIES,
     NORM_NAMES, PRECISIONS, PREPROCESS_NAMES, UPSAMPLE_NAMES,
 )
 
@@ -44,6 +44,13 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "cycle_gan": {},
     "pix2pix": {"netG": "unet_256", "norm": "batch", "no_dropout": False, "gan_mode": "vanilla", "lambda_L1": 100.0,
                 "pool_size": 0, "lambda_identity": 0.0},
+    # The official CUT defaults (taesungp/contrastive-unpaired-translation, cut_model.py and train_options).
+    "cut": {"lambda_NCE": 1.0, "pool_size": 0, "lambda_identity": 0.0, "n_epochs": 200, "n_epochs_decay": 200},
+}
+# What --CUT_mode FastCUT changes beneath the options given (beneath the recipe's too), as the official one.
+CUT_MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "CUT": {},
+    "FastCUT": {"nce_idt": False, "lambda_NCE": 10.0, "n_epochs": 150, "n_epochs_decay": 50},
 }
 
 
@@ -60,7 +67,10 @@ class ModelConfig:
         "cycle_gan", "what is trained: cycle_gan = two generators and two discriminators on unpaired trainA/ and "
         "trainB/ (the paper); pix2pix = one generator and a conditional discriminator on aligned pairs (train/ of "
         "side-by-side A|B images, or trainA/ + trainB/ matched by file name), with the official pix2pix defaults "
-        "beneath the options given: unet_256, batch norm, dropout, vanilla GAN, lambda_L1 100, no pool", choices=MODELS)
+        "beneath the options given: unet_256, batch norm, dropout, vanilla GAN, lambda_L1 100, no pool; cut = CUT (Park "
+        "et al. 2020): one generator A -> B and one discriminator on unpaired data, tied by PatchNCE instead of a "
+        "cycle, with the official CUT defaults beneath: lambda_NCE 1, identity PatchNCE, no pool, 200 + 200 epochs "
+        "(--CUT_mode FastCUT for the faster variant)", choices=MODELS)
     input_nc: int = option(3, "channels of domain A images: 1 = grayscale, 3 = RGB, any other count for "
                            "multispectral or microscopy TIFFs (4 = RGB + near infrared, 2 = two stains)")
     output_nc: int = option(3, "channels of domain B images (as --input_nc)")
@@ -160,6 +170,11 @@ class TrainConfig:
              "generators only")
     num_patches: int = option(256, "PatchNCE: patches sampled per layer and image (the official --num_patches)")
     nce_T: float = option(0.07, "PatchNCE: the temperature of its softmax (the official --nce_T)")
+    CUT_mode: str = option("CUT", "cut: CUT, or FastCUT = no identity PatchNCE, lambda_NCE 10, 150 + 50 epochs, "
+                           "beneath the options given (the official --CUT_mode)", choices=CUT_MODES)
+    nce_idt: bool = option(True, "cut: also the PatchNCE of G(b) against b, an identity term that keeps G from "
+                           "changing what is already in domain B; the two PatchNCE terms are averaged (the "
+                           "official --nce_idt)")
     lambda_paired: float = option(
         0.0, "cycle_gan: weight of an L1 loss on the training images of A whose partner is known (a file of the same "
         "name in trainB/): lambda_paired (|G(a) - b| + |F(b) - a|), on those images only; semi-supervised training "
@@ -301,7 +316,10 @@ def build_experiment(flat: dict[str, Any], base: ExperimentConfig | None = None)
         model = flat.get("model", ModelConfig().model)
         if model not in MODEL_DEFAULTS:
             raise ValueError(f"option 'model' must be one of {', '.join(MODEL_DEFAULTS)}; got {model!r}")
-        flat = {**MODEL_DEFAULTS[model], **RECIPES[recipe], **flat}
+        mode = flat.get("CUT_mode", ExperimentConfig().train.CUT_mode) if model == "cut" else "CUT"
+        if mode not in CUT_MODE_DEFAULTS:
+            raise ValueError(f"option 'CUT_mode' must be one of {', '.join(CUT_MODE_DEFAULTS)}; got {mode!r}")
+        flat = {**MODEL_DEFAULTS[model], **CUT_MODE_DEFAULTS[mode], **RECIPES[recipe], **flat}
     base = base or ExperimentConfig()
     parts: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     top: dict[str, Any] = {}
@@ -453,14 +471,21 @@ def validate_model(config: ExperimentConfig) -> None:
     for key in ("lambda_L1", "lambda_paired"):
         if getattr(t, key) < 0:
             raise ValueError(f"option {key!r} must not be negative, got {getattr(t, key)}")
-    if config.model.model != "pix2pix":
+    model = config.model.model
+    if model != "cut" and (t.CUT_mode != "CUT" or not t.nce_idt):
+        raise ValueError(f"--CUT_mode and --nce_idt are options of --model cut, not of --model {model}")
+    if model == "cycle_gan":
         return
-    cycle_only = {"lambda_identity": t.lambda_identity, "lambda_colour": t.lambda_colour, "lambda_paired": t.lambda_paired,
-                  "lambda_NCE": t.lambda_NCE}
+    cycle_only = {"lambda_identity": t.lambda_identity, "lambda_colour": t.lambda_colour, "lambda_paired": t.lambda_paired}
+    if model == "pix2pix":
+        cycle_only["lambda_NCE"] = t.lambda_NCE
     given = [key for key, value in cycle_only.items() if value > 0]
     if given:
-        raise ValueError(f"--model pix2pix has no {', '.join(given)} (CycleGAN losses: pix2pix learns from the pairs "
-                         f"through lambda_L1); set {' and '.join(f'--{k} 0' for k in given)}")
+        teacher = "learns from the pairs through lambda_L1" if model == "pix2pix" else "ties G(a) to a through lambda_NCE"
+        raise ValueError(f"--model {model} has no {', '.join(given)} (CycleGAN losses: {model} {teacher}); set "
+                         f"{' and '.join(f'--{k} 0' for k in given)}")
+    if model == "cut" and t.lambda_NCE <= 0:
+        raise ValueError("--model cut needs --lambda_NCE above 0: PatchNCE is what ties its translation to the input")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

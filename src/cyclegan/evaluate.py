@@ -14,7 +14,7 @@ import torch
 from .metrics import (
     KID_SUBSET_SIZE, KID_SUBSETS, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, distribution_metrics, l1_255, psnr, ssim,
 )
-from .names import DIRECTIONS, other_direction
+from .names import DIRECTIONS, ONE_WAY_MODELS, other_direction
 from .tiling import TileOptions
 
 
@@ -111,7 +111,8 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
 
     A pix2pix checkpoint is measured on its test pairs (``heldout.test_pairs``; ``truth``, when given, is
     the folder of partners for testA/): PSNR, SSIM and L1 against each partner, FID/KID against the
-    partners, no cycle L1 (``train_mode``: see ``Translator``).
+    partners, no cycle L1 (``train_mode``: see ``Translator``). A CUT checkpoint is measured AtoB only, with
+    no cycle L1 (``cycle_l1_255`` is None): it has no generator back.
     """
     import json
 
@@ -126,12 +127,14 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
     checkpoint = Checkpoint(checkpoint)
     config = checkpoint.config
     root = Path(dataroot or config.data.dataroot)
-    paired = config.model.model == "pix2pix"
-    if paired and direction == "BtoA":
-        raise ValueError(f"{checkpoint.path} is a pix2pix model: it translates AtoB only")
+    paired, model = config.model.model == "pix2pix", config.model.model
+    if model in ONE_WAY_MODELS:
+        if direction == "BtoA":
+            raise ValueError(f"{checkpoint.path} is a {model} model: it translates AtoB only")
+        directions = ("AtoB",)
     translators = {d: Translator.on_engine(checkpoint, d, engine=engine, precision=precision, device=device, tiles=tiles,
                                            train_mode=train_mode)
-                   for d in (("AtoB",) if paired else DIRECTIONS)}
+                   for d in (("AtoB",) if model in ONE_WAY_MODELS else DIRECTIONS)}
     features = None
     if fid:
         on = translators["AtoB"].device
@@ -147,7 +150,7 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
                                max_images=max_images, require=True)
     for d, paths in ({} if paired else split.images).items():
         bar = progress(None, total=len(paths), description=f"evaluate {d}", enabled=show_progress, unit="img")
-        results[d] = _measure_direction(translators[d], translators[other_direction(d)], paths, folder=split.folders[d],
+        results[d] = _measure_direction(translators[d], translators.get(other_direction(d)), paths, folder=split.folders[d],
                                         truth_dir=Path(truth) if truth and d == directions[0] else None, bar=bar,
                                         features=features, target_folder=split.target_folder(d), seed=config.train.seed)
         bar.close()
@@ -178,12 +181,14 @@ def _measure_direction(forward, back, paths, *, folder: Path, truth_dir: Path | 
     from .heldout import cycle_batches
     from .images import load_image, match_channels, to_tensor
 
-    cycle, scores, missing, fake_features = [], {"psnr_db": [], "ssim": [], "l1_255": []}, 0, []
+    cycle, scores, missing, fake_features, images = [], {"psnr_db": [], "ssim": [], "l1_255": []}, 0, [], 0
     for batch_paths, real, fake, rec in cycle_batches(forward, back, paths, batch_size=forward.default_batch_size):
         if features is not None:
             fake_features.append(tensor_features(features.net, fake.clamp(-1, 1), device=features.device))
-        for path, r, f, c in zip(batch_paths, real, fake, rec):
-            cycle.append(l1_255(c, r))
+        images += len(batch_paths)
+        for path, r, f, c in zip(batch_paths, real, fake, rec if rec is not None else [None] * len(batch_paths)):
+            if c is not None:  # a one-way model (CUT) has no generator back, so no cycle
+                cycle.append(l1_255(c, r))
             if truth_dir is None:
                 continue
             expected = truth_dir / path.relative_to(folder)
@@ -193,7 +198,7 @@ def _measure_direction(forward, back, paths, *, folder: Path, truth_dir: Path | 
             target = match_channels(to_tensor(load_image(expected, channels=f.shape[0])), f.shape[0])
             add_truth_scores(scores, f, target, truth=expected, source=path)
         bar.update(len(batch_paths))
-    result = {"images": len(cycle), "cycle_l1_255": float(np.mean(cycle)) if cycle else None}
+    result = {"images": images, "cycle_l1_255": float(np.mean(cycle)) if cycle else None}
     if features is not None:
         real_features = folder_features(features.net, target_folder, cache_dir=features.cache_dir,
                                         device=features.device, weights_id=features.weights_id)

@@ -156,6 +156,7 @@ LOSS_PLOTS = {
     "cycle": ("cycle-consistency losses", ("cycle_A", "cycle_B")),
     "identity": ("identity losses", ("idt_A", "idt_B")),
     "colour": ("colour-moment losses", ("colour_A", "colour_B")),
+    "nce": ("PatchNCE losses", ("NCE_A", "NCE_B", "NCE", "NCE_Y")),
     "lr": ("learning rate", ("lr",)),
 }
 EVAL_PLOTS = {"eval_cycle": ("held-out cycle L1 (0-255)", "cycle_l1_255"), "eval_fid": ("FID on the test split", "fid"),

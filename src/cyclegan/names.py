@@ -23,13 +23,20 @@ NONFINITE_POLICIES = ("stop", "skip")  # --on_nonfinite
 PREPROCESS_NAMES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 CROPPING_PREPROCESS = ("resize_and_crop", "crop", "scale_width_and_crop")  # every training image is crop_size square
 
-# What is trained: cycle_gan (two generators, two discriminators, unpaired data) or pix2pix (one generator
-# and one conditional discriminator, aligned pairs).
-MODELS = ("cycle_gan", "pix2pix")
+# What is trained: cycle_gan (two generators, two discriminators, unpaired data), pix2pix (one generator
+# and one conditional discriminator, aligned pairs) or cut (one generator, one discriminator, unpaired data).
+MODELS = ("cycle_gan", "pix2pix", "cut")
+# The models whose one generator (g_ab) translates AtoB only.
+ONE_WAY_MODELS = ("pix2pix", "cut")
+# CUT's two settings (the official --CUT_mode): CUT adds the identity PatchNCE of G(b) against b; FastCUT
+# drops it and weighs PatchNCE 10 times as much.
+CUT_MODES = ("CUT", "FastCUT")
 # The four trained networks (a checkpoint may add the generators' moving averages, ``<name>_ema``).
 NETWORK_NAMES = ("g_ab", "g_ba", "d_a", "d_b")
 # pix2pix trains G (stored as g_ab: it translates AtoB) and a conditional D (d_b: it judges B given A).
 PIX2PIX_NETWORK_NAMES = ("g_ab", "d_b")
+# CUT trains G (g_ab), D_Y (d_b) and the projection head of its PatchNCE loss (h_ab).
+CUT_NETWORK_NAMES = ("g_ab", "d_b", "h_ab")
 # A direction names the generator that translates it: AtoB is G_A (g_ab), BtoA is G_B (g_ba).
 GENERATOR_FOR_DIRECTION = {"AtoB": "g_ab", "BtoA": "g_ba"}
 DIRECTIONS = tuple(GENERATOR_FOR_DIRECTION)

@@ -19,6 +19,11 @@ and the mirror images ``G_B``, ``D_B`` (d_a), ``cycle_B``, ``idt_B``.
 netG) and a conditional discriminator (d_b, netD) that sees the input and an output stacked, with
 the losses ``G_GAN``, ``G_L1``, ``D_real`` and ``D_fake``. Its discriminator is updated before its
 generator, as the official ``optimize_parameters`` does.
+
+``CUT`` is the one-sided unpaired objective of Park et al. 2020 (taesungp/contrastive-unpaired-translation):
+one generator (g_ab, netG), one discriminator of B (d_b, netD) and PatchNCE's projection head (h_ab, netF),
+with the losses ``G_GAN``, ``NCE`` (G(a) against a), ``NCE_Y`` (G(b) against b), ``D_real`` and ``D_fake``.
+Like pix2pix, its discriminator is updated first.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from .config import ExperimentConfig
 from .losses import GANLoss, colour_moment_loss, cycle_loss, gradient_penalty, identity_loss, patch_nce_loss
 from .models import build_discriminator, generator_for
 from .models.generators import PatchProjection
-from .names import NETWORK_NAMES, PIX2PIX_NETWORK_NAMES
+from .names import CUT_NETWORK_NAMES, NETWORK_NAMES, PIX2PIX_NETWORK_NAMES
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
 COLOUR_LOSS_NAMES = ("colour_A", "colour_B")  # with --lambda_colour: G_A's fakes against B's moments, G_B's against A's
@@ -41,6 +46,7 @@ PAIRED_LOSS_NAMES = ("paired_A", "paired_B")  # with --lambda_paired: |G(a) - b|
 NCE_LOSS_NAMES = ("NCE_A", "NCE_B")  # with --lambda_NCE: PatchNCE of G(a) against a, of F(b) against b
 NCE_HEAD_NAMES = ("h_ab", "h_ba")  # their projection heads, trained with the generators
 PIX2PIX_LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
+CUT_LOSS_NAMES = ("G_GAN", "NCE", "NCE_Y", "D_real", "D_fake")  # the official CUT names; NCE_Y with --nce_idt
 
 
 def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
@@ -58,6 +64,14 @@ class Objective(nn.Module):
 
     def networks(self) -> dict[str, nn.Module]:
         return {name: getattr(self, name) for name in self.network_names}
+
+    def generator_total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(losses.values())
+
+    @staticmethod
+    def discriminator_total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A discriminator-first objective's D loss: the mean of its real and fake terms, plus any penalty."""
+        return 0.5 * (losses["D_fake"] + losses["D_real"]) + losses.get("D_gp", 0.0)
 
 
 class CycleGAN(Objective):
@@ -175,21 +189,22 @@ class PatchNCE:
         queries, _ = head(generator.encode(translated), self.patches, locations)
         per_layer = [patch_nce_loss(q, k, images=source.shape[0], temperature=self.temperature)
                      for q, k in zip(queries, keys)]
-        return self.weight * torch.stack(per_layer).mean()
+        return sum(self.weight * loss for loss in per_layer) / len(per_layer)  # the official order of operations
 
 
 class GeneratorSide(nn.Module):
-    """Both generators and all their losses in one forward (the discriminators are the model's).
+    """The generators and every generator loss that needs no discriminator update first, in one forward.
 
     DistributedDataParallel needs exactly one forward per backward, and a generator is used up to
     three times per iteration (translation, reconstruction, identity): inside one forward that is fine.
+    CycleGAN: both generators and all their losses (its discriminators are held fixed). pix2pix and CUT,
+    whose discriminator is updated between G's forward and G's backward: the translations, and CUT's PatchNCE.
     """
 
-    def __init__(self, model: CycleGAN):
+    def __init__(self, model: Objective):
         super().__init__()
-        self.g_ab, self.g_ba = model.g_ab, model.g_ba
-        for name in model.trained_with_generators:  # registered here, so that DDP keeps their gradients in step
-            setattr(self, name, getattr(model, name))
+        for name in model.generator_names + model.trained_with_generators:  # registered here, so that DDP keeps
+            setattr(self, name, getattr(model, name))                       # their gradients in step
         self._model = [model]  # a plain list: the discriminators must not become this module's parameters
 
     def forward(self, real_a: torch.Tensor, real_b: torch.Tensor, colour: dict | None = None,
@@ -197,6 +212,8 @@ class GeneratorSide(nn.Module):
         """``partners``: {"partner_b": the known partners of real_a (any value where unknown), "has_partner": a
         boolean per item}, for --lambda_paired."""
         model = self._model[0]
+        if model.discriminator_first:
+            return model.translate(real_a, real_b)
         images = {**model.translate_both(real_a, real_b), **(partners or {})}
         return images, model.generator_losses(images, colour)
 
@@ -236,6 +253,15 @@ class Pix2Pix(Objective):
         self.gan_loss = GANLoss(gan_mode)
         self.lambda_l1, self.lambda_gp = lambda_l1, lambda_gp
 
+    def translate(self, real_a: torch.Tensor, real_b: torch.Tensor):
+        """The images ({real_a, fake_b = G(a), real_b}) and the losses that need no discriminator (none)."""
+        return {"real_a": real_a, "fake_b": self.g_ab(real_a), "real_b": real_b}, {}
+
+    @staticmethod
+    def discriminator_input(images: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What D judges as fake: the input and its translation, stacked."""
+        return torch.cat([images["real_a"], images["fake_b"]], 1)
+
     def generator_losses(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """G_GAN = GAN(D(a, G(a)), real) and G_L1 = lambda_L1 |G(a) - b| (the discriminator held fixed)."""
         fake_ab = torch.cat([images["real_a"], images["fake_b"]], 1)
@@ -251,26 +277,91 @@ class Pix2Pix(Objective):
             losses["D_gp"] = gradient_penalty(self.d_b, real_ab, fake_ab, weight=self.lambda_gp)
         return losses
 
+
+class CUT(Objective):
+    """CUT (Park et al. 2020): G translates A into B; D judges B; PatchNCE ties each patch of G(a) to the patch
+    of a at the same place, against the other patches of a, through G's own encoder and a projection head.
+
+    D = 0.5 (GAN(D(G(a)), fake) + GAN(D(b), real)); G = GAN(D(G(a)), real) + NCE(G(a), a), or with ``nce_idt``
+    GAN(D(G(a)), real) + 0.5 (NCE(G(a), a) + NCE(G(b), b)), as the official cut_model. Each NCE carries lambda_NCE.
+    """
+
+    generator_names = ("g_ab",)
+    discriminator_names = ("d_b",)
+    trained_with_generators = ("h_ab",)
+    loss_names = CUT_LOSS_NAMES
+    plateau_losses = ("NCE",)
+    discriminator_first = True
+    network_names = CUT_NETWORK_NAMES
+
+    def __init__(self, g_ab: nn.Module, d_b: nn.Module, nce: PatchNCE, *, nce_idt: bool = True,
+                 gan_mode: str = "lsgan", lambda_gp: float = 10.0):
+        super().__init__()
+        self.g_ab, self.d_b, self.h_ab = g_ab, d_b, nce.heads(g_ab)
+        self.nce, self.nce_idt = nce, nce_idt
+        self.gan_loss = GANLoss(gan_mode)
+        self.lambda_gp = lambda_gp
+        self.sample_rows = (("real_a", "fake_b", "real_b", "idt_b") if nce_idt else ("real_a", "fake_b", "real_b"),)
+
+    def translate(self, real_a: torch.Tensor, real_b: torch.Tensor):
+        """The images (fake_b = G(a), with nce_idt idt_b = G(b), in one batch as the official forward) and the
+        PatchNCE losses, which need no discriminator."""
+        images = {"real_a": real_a, "real_b": real_b}
+        if self.nce_idt:
+            images["fake_b"], images["idt_b"] = self.g_ab(torch.cat([real_a, real_b])).split([len(real_a), len(real_b)])
+        else:
+            images["fake_b"] = self.g_ab(real_a)
+        losses = {"NCE": self.nce.loss(self.g_ab, self.h_ab, real_a, images["fake_b"])}
+        if self.nce_idt:
+            losses["NCE_Y"] = self.nce.loss(self.g_ab, self.h_ab, real_b, images["idt_b"])
+        return images, losses
+
     @staticmethod
-    def discriminator_total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        return 0.5 * (losses["D_fake"] + losses["D_real"]) + losses.get("D_gp", 0.0)
+    def discriminator_input(images: dict[str, torch.Tensor]) -> torch.Tensor:
+        return images["fake_b"]
+
+    def generator_losses(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """G_GAN = GAN(D(G(a)), real), the discriminator held fixed."""
+        return {"G_GAN": self.gan_loss(self.d_b(images["fake_b"]), True)}
+
+    def generator_total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        nce = 0.5 * (losses["NCE"] + losses["NCE_Y"]) if self.nce_idt else losses["NCE"]
+        return losses["G_GAN"] + nce
+
+    def discriminator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """D_fake on the (pooled) fake B, detached, then D_real on b (``real_a`` is not judged)."""
+        fake_b = fake_b.detach()
+        losses = {"D_fake": self.gan_loss(self.d_b(fake_b), False), "D_real": self.gan_loss(self.d_b(real_b), True)}
+        if self.gan_loss.mode == "wgangp":
+            losses["D_gp"] = gradient_penalty(self.d_b, real_b, fake_b, weight=self.lambda_gp)
+        return losses
 
 
 class ConditionalDiscriminatorSide(nn.Module):
-    """pix2pix's discriminator losses in one forward (one forward per backward, for DistributedDataParallel)."""
+    """The discriminator losses of a discriminator-first objective (pix2pix, CUT) in one forward (one forward
+    per backward, for DistributedDataParallel)."""
 
-    def __init__(self, model: Pix2Pix):
+    def __init__(self, model: Pix2Pix | CUT):
         super().__init__()
         self.d_b = model.d_b
         self._model = [model]
 
-    def forward(self, real_a, real_b, fake_ab) -> dict[str, torch.Tensor]:
-        return self._model[0].discriminator_losses(real_a, real_b, fake_ab)
+    def forward(self, real_a, real_b, fake) -> dict[str, torch.Tensor]:
+        return self._model[0].discriminator_losses(real_a, real_b, fake)
 
 
-def build_objective(config: ExperimentConfig) -> CycleGAN | Pix2Pix:
+def build_objective(config: ExperimentConfig) -> CycleGAN | Pix2Pix | CUT:
     """The objective ``config.model.model`` names, with freshly initialised networks."""
-    return build_pix2pix(config) if config.model.model == "pix2pix" else build_cyclegan(config)
+    builders = {"pix2pix": build_pix2pix, "cut": build_cut, "cycle_gan": build_cyclegan}
+    return builders[config.model.model](config)
+
+
+def build_cut(config: ExperimentConfig) -> CUT:
+    """G: A -> B, D of B, then PatchNCE's head (init draws from torch's global RNG, G first, as the official model)."""
+    m, t = config.model, config.train
+    return CUT(generator_for(m, "AtoB"), build_discriminator(m, in_channels=m.output_nc),
+               PatchNCE(t.lambda_NCE, t.num_patches, t.nce_T), nce_idt=t.nce_idt, gan_mode=t.gan_mode,
+               lambda_gp=t.lambda_gp)
 
 
 def build_pix2pix(config: ExperimentConfig) -> Pix2Pix:

@@ -260,6 +260,9 @@ def export_official(run: str | Path, destination: str | Path, *, epoch: str = "l
 
     checkpoint = Checkpoint(run)
     model = checkpoint.config.model
+    if model.model == "cut":
+        raise ValueError(f"{checkpoint.path} is a CUT model: the official CUT code's generator down- and upsamples "
+                         f"with anti-aliasing filters that this one does not have, so its weights do not convert")
     check_official_architecture(model)
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)

@@ -82,9 +82,10 @@ def make_dataset(trainer: Trainer) -> UnpairedDataset | PairedDataset:
 def write_page(trainer: Trainer) -> Path:
     """Refresh ``RUN/index.html``: loss and lr plots and the sample grids, newest epoch first."""
     t, m = trainer.config.train, trainer.config.model
-    weights = (f"lambda_L1 {t.lambda_L1}" if m.model == "pix2pix" else
-               f"lambda_A {t.lambda_A}, lambda_B {t.lambda_B}, lambda_identity {t.lambda_identity}"
-               + (f", lambda_paired {t.lambda_paired}" if t.lambda_paired else ""))
+    weights = {"pix2pix": f"lambda_L1 {t.lambda_L1}",
+               "cut": f"{t.CUT_mode}, lambda_NCE {t.lambda_NCE}, identity PatchNCE {'on' if t.nce_idt else 'off'}"}.get(
+        m.model, f"lambda_A {t.lambda_A}, lambda_B {t.lambda_B}, lambda_identity {t.lambda_identity}"
+                 + (f", lambda_paired {t.lambda_paired}" if t.lambda_paired else ""))
     summary = (f"{m.model} {m.netG}, ngf {m.ngf}, data {trainer.config.data.dataroot}; "
                f"{trainer.total_iters} iterations, {trainer.epoch - 1} of {trainer.total_epochs} epochs done, "
                f"lr {trainer.learning_rate():.2e}; batch {t.batch_size}, {weights}")

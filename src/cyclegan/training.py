@@ -137,12 +137,9 @@ class Trainer:
             for net in self.model.networks().values():
                 net.compile()  # in place: state_dict keys stay unprefixed
         # The generator and discriminator objectives, wrapped in DistributedDataParallel under torchrun.
-        if isinstance(self.model, CycleGAN):
-            self.g_side, self.d_side = distributed.wrap(GeneratorSide(self.model), self.device), \
-                distributed.wrap(DiscriminatorSide(self.model), self.device)
-        else:  # pix2pix: G's forward is wrapped alone, since D is updated between it and G's backward
-            self.g_side, self.d_side = distributed.wrap(self.model.g_ab, self.device), \
-                distributed.wrap(ConditionalDiscriminatorSide(self.model), self.device)
+        discriminators = ConditionalDiscriminatorSide if self.model.discriminator_first else DiscriminatorSide
+        self.g_side = distributed.wrap(GeneratorSide(self.model), self.device)
+        self.d_side = distributed.wrap(discriminators(self.model), self.device)
         pool_seed = t.seed + 1000 * distributed.rank  # every rank keeps its own pools
         self.pool_a = ImagePool(t.pool_size, torch.Generator().manual_seed(pool_seed + 1))  # fakes of A, for d_a
         self.pool_b = ImagePool(t.pool_size, torch.Generator().manual_seed(pool_seed + 2))  # fakes of B, for d_b
@@ -168,8 +165,8 @@ class Trainer:
 
     def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor, partners: dict | None = None) -> dict[str, float]:
         """CycleGAN: one generator update (discriminators frozen), then one update of both discriminators.
-        pix2pix: G(a), one discriminator update, then one generator update (the official order); real_b is
-        real_a's partner. ``partners`` ({"partner_b", "has_partner"}) feed --lambda_paired."""
+        pix2pix and CUT: G(a), one discriminator update, then one generator update (their official order); for
+        pix2pix real_b is real_a's partner. ``partners`` ({"partner_b", "has_partner"}) feed --lambda_paired."""
         return {name: float(value) for name, value in self.train_step_tensors(real_a, real_b, partners).items()}
 
     def train_step_tensors(self, real_a: torch.Tensor, real_b: torch.Tensor,
@@ -177,7 +174,7 @@ class Trainer:
         """``train_step`` without reading the losses back to the host (the loop does that every print_freq)."""
         real_a, real_b = self._on_device(real_a), self._on_device(real_b)
         if self.model.discriminator_first:
-            images, losses = self.paired_step(real_a, real_b)
+            images, losses = self.discriminator_first_step(real_a, real_b)
         else:
             partners = {"partner_b": self._on_device(partners["partner_b"]),
                         "has_partner": partners["has_partner"].to(self.device)} if partners else None
@@ -198,25 +195,25 @@ class Trainer:
     def _on_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, memory_format=self.memory_format, non_blocking=True)
 
-    def paired_step(self, real_a: torch.Tensor, real_b: torch.Tensor):
+    def discriminator_first_step(self, real_a: torch.Tensor, real_b: torch.Tensor):
         """pix2pix: fake_b = G(a); update D on (a, b) against the (pooled) (a, fake_b); then update G on D's
-        new verdict and the L1 to b."""
+        new verdict and the L1 to b. CUT: fake_b = G(a) (and G(b)) with the PatchNCE losses; update D on b
+        against the (pooled) fake_b; then update G and the PatchNCE head on D's new verdict and PatchNCE."""
         discriminator = self.model.d_b
+        self.opt_g.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
-            fake_b = self.g_side(real_a)
-        images = {"real_a": real_a, "fake_b": fake_b, "real_b": real_b}
+            images, early_losses = self.g_side(real_a, real_b)
         set_requires_grad([discriminator], True)
         self.opt_d.zero_grad(set_to_none=True)
-        fake_ab = self.pool_b.query(torch.cat([real_a, fake_b], 1).detach())
+        fake = self.pool_b.query(self.model.discriminator_input(images).detach())
         with autocast(self.device, self.precision):
-            d_losses = self.d_side(real_a, real_b, fake_ab)
+            d_losses = self.d_side(real_a, real_b, fake)
         total = self.model.discriminator_total(d_losses)
         self._backward_and_step(self.opt_d, total, d_losses, "discriminator")
         set_requires_grad([discriminator], False)
-        self.opt_g.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
-            g_losses = self.model.generator_losses(images)
-        total = sum(g_losses.values())
+            g_losses = {**early_losses, **self.model.generator_losses(images)}
+        total = self.model.generator_total(g_losses)
         self._backward_and_step(self.opt_g, total, g_losses, "generator")
         set_requires_grad([discriminator], True)
         return images, {**g_losses, **d_losses}
