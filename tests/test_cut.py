@@ -216,3 +216,19 @@ def test_the_cli_trains_fastcut(tmp_path, dataroot):
     t = Checkpoint(runs / "fastcut").config.train
     assert (t.CUT_mode, t.nce_idt, t.lambda_NCE) == ("FastCUT", False, 10.0)
     assert '"NCE_Y"' not in (runs / "fastcut" / "metrics.jsonl").read_text()
+
+
+def test_export_onnx_and_serve_take_the_one_direction(cut_config, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cyclegan.export import OnnxGenerator, export_generator
+    from cyclegan.serve import TranslationService
+
+    run = fit(Trainer(cut_config(max_iters=1)), show_progress=False)
+    path = export_generator(run, tmp_path / "g.onnx", direction="AtoB", fmt="onnx")
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(OnnxGenerator(path)(x), Checkpoint(run).generator("AtoB")(x), atol=1e-5)
+    with pytest.raises(Exception, match="no BtoA generator"):
+        export_generator(run, tmp_path / "f.onnx", direction="BtoA", fmt="onnx")
+    service = TranslationService(run)
+    assert list(service.translators) == ["AtoB"] and service.describe()["model"] == "cut"

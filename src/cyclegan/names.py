@@ -26,6 +26,8 @@ CROPPING_PREPROCESS = ("resize_and_crop", "crop", "scale_width_and_crop")  # eve
 # What is trained: cycle_gan (two generators, two discriminators, unpaired data), pix2pix (one generator
 # and one conditional discriminator, aligned pairs) or cut (one generator, one discriminator, unpaired data).
 MODELS = ("cycle_gan", "pix2pix", "cut")
+# The models the official code has a zoo of (datasets and pretrained generators).
+ZOO_MODELS = ("cycle_gan", "pix2pix")
 # The models whose one generator (g_ab) translates AtoB only.
 ONE_WAY_MODELS = ("pix2pix", "cut")
 # CUT's two settings (the official --CUT_mode): CUT adds the identity PatchNCE of G(b) against b; FastCUT

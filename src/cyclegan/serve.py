@@ -41,7 +41,7 @@ class TranslationService:
         self.translators = {
             direction: Translator.on_engine(self.checkpoint, direction, engine=engine, precision=precision,
                                             device=device, tiles=tiles, train_mode=train_mode)
-            for direction, name in GENERATOR_FOR_DIRECTION.items() if self.checkpoint.has_network(name)}
+            for direction in GENERATOR_FOR_DIRECTION if self.checkpoint.has_generator(direction)}
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
         self.max_pixels = max_pixels
         self.lock = threading.Lock()

