@@ -202,3 +202,17 @@ def test_download_model_from_a_hub_mirror_of_the_zoo(hub, tmp_path, monkeypatch)
     assert cli.main(["download", "model", "style_monet", "--from", "hf", "--repo", "mirror/cyclegan-zoo",
                      "--to", str(tmp_path / "zoo"), "--quiet"]) != 0
     assert cli.main(["download", "model", "horse2zebra", "--from", "hf", "--to", str(tmp_path / "z2")]) != 0
+
+
+def test_export_and_serve_take_a_hub_model(hub, run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cyclegan.export import OnnxGenerator
+    from cyclegan.serve import TranslationService
+
+    assert push(run) == 0
+    onnx = tmp_path / "g.onnx"
+    assert cli.main(["export", "--checkpoint", "hf://alice/tiny", "--direction", "BtoA", "--output", str(onnx)]) == 0
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(OnnxGenerator(onnx)(x), load_generator(run, "BtoA")(x), atol=1e-5)
+    assert list(TranslationService("hf://alice/tiny").translators) == ["AtoB", "BtoA"]
