@@ -36,6 +36,19 @@ def write_images(folder: Path, count: int, *, size=(40, 44), seed: int = 0, mode
     return paths
 
 
+def check_one_way_translate(run: Path, folder: Path, capsys, *, size: tuple[int, int], refusal: str) -> None:
+    """``cyclegan translate`` of a one-generator model keeps an odd-sized image's size; BtoA is refused with ``refusal``."""
+    from cyclegan import cli
+
+    odd = folder / "odd.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(odd)
+    assert cli.main(["translate", str(odd), "--checkpoint", str(run), "--output", str(folder / "out"), "--quiet"]) == 0
+    assert Image.open(folder / "out" / "odd.png").size == size
+    assert cli.main(["translate", str(odd), "--checkpoint", str(run), "--direction", "BtoA",
+                     "--output", str(folder / "out2"), "--quiet"]) != 0
+    assert refusal in capsys.readouterr().err
+
+
 @pytest.fixture
 def dataroot(tmp_path: Path) -> Path:
     root = tmp_path / "data"

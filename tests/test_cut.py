@@ -24,7 +24,7 @@ from cyclegan.run import fit
 from cyclegan.training import Trainer
 from cyclegan.translate import Translator
 
-from conftest import write_images
+from conftest import check_one_way_translate, write_images
 
 CUT_TINY = {"model": "cut", "num_patches": 16, "pool_size": 0}  # CUT has no pool (the tiny runs have one)
 
@@ -179,13 +179,7 @@ def test_translate_test_evaluate_and_export_take_the_one_direction(cut_config, t
         Image.fromarray(255 - np.array(Image.open(path))).save(truth / path.name)
     run = fit(Trainer(cut_config(max_iters=2)), show_progress=False)  # root is its dataroot too
 
-    odd = tmp_path / "odd.png"
-    Image.fromarray(np.random.default_rng(3).integers(0, 256, (37, 29, 3), dtype=np.uint8)).save(odd)
-    assert cli.main(["translate", str(odd), "--checkpoint", str(run), "--output", str(tmp_path / "out"), "--quiet"]) == 0
-    assert Image.open(tmp_path / "out" / "odd.png").size == (29, 37)
-    assert cli.main(["translate", str(odd), "--checkpoint", str(run), "--direction", "BtoA",
-                     "--output", str(tmp_path / "out2"), "--quiet"]) != 0
-    assert "cut model" in capsys.readouterr().err
+    check_one_way_translate(run, tmp_path, capsys, size=(29, 37), refusal="cut model")
 
     page = run_test(run)
     assert len(list((page.parent / "images" / "AtoB").glob("*_fake.png"))) == 2

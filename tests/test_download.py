@@ -133,14 +133,19 @@ def test_offline_is_a_clear_error(tmp_path):
         download_dataset("mini", to=tmp_path, url=f"http://127.0.0.1:{port}", show_progress=False)
 
 
-def test_a_pretrained_model_becomes_a_ready_checkpoint(server, tmp_path, monkeypatch):
+def tiny_zoo_generator(monkeypatch) -> tuple[torch.nn.Module, bytes]:
+    """An official ResNet generator of a tiny size, its .pth bytes, and the zoo's options shrunk to match."""
     monkeypatch.setattr("cyclegan.download.PRETRAINED_OPTIONS",
                         {"netG": "resnet_6blocks", "ngf": 4, "norm": "instance", "no_dropout": True,
                          "input_nc": 3, "output_nc": 3, "lambda_identity": 0.5})
     official = official_resnet(ngf=4, n_blocks=6)
     buffer = io.BytesIO()
     torch.save(official.state_dict(), buffer)
-    server.files["/horse2zebra.pth"] = buffer.getvalue()
+    return official, buffer.getvalue()
+
+
+def test_a_pretrained_model_becomes_a_ready_checkpoint(server, tmp_path, monkeypatch):
+    official, server.files["/horse2zebra.pth"] = tiny_zoo_generator(monkeypatch)
     run = download_model("horse2zebra", to=tmp_path, url=server.url, show_progress=False)
     assert (tmp_path / "horse2zebra_pretrained" / "latest_net_G.pth").is_file()
     from cyclegan.translate import Translator

@@ -182,15 +182,10 @@ def test_the_command_line_keeps_the_double_slash(capsys):
 
 
 def test_download_model_from_a_hub_mirror_of_the_zoo(hub, tmp_path, monkeypatch):
-    from test_official import official_resnet
+    from test_download import tiny_zoo_generator
 
-    monkeypatch.setattr("cyclegan.download.PRETRAINED_OPTIONS",
-                        {"netG": "resnet_6blocks", "ngf": 4, "norm": "instance", "no_dropout": True,
-                         "input_nc": 3, "output_nc": 3, "lambda_identity": 0.5})
-    official = official_resnet(ngf=4, n_blocks=6)
-    buffer = io.BytesIO()
-    torch.save(official.state_dict(), buffer)
-    hub.add_files("mirror/cyclegan-zoo", {"horse2zebra/latest_net_G.pth": buffer.getvalue()})
+    official, weights = tiny_zoo_generator(monkeypatch)
+    hub.add_files("mirror/cyclegan-zoo", {"horse2zebra/latest_net_G.pth": weights})
     args = ["download", "model", "horse2zebra", "--from", "hf", "--repo", "mirror/cyclegan-zoo", "--to",
             str(tmp_path / "zoo"), "--quiet"]
     assert cli.main(args) == 0
