@@ -345,10 +345,14 @@ class SmoothedStatistics:
 
     def __call__(self, stop: int, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         second = var + mean * mean
-        if stop in self.state:
-            past_mean, past_second = self.state[stop]
-            mean = self.momentum * past_mean + (1 - self.momentum) * mean
-            second = self.momentum * past_second + (1 - self.momentum) * second
+        if stop not in self.state or self.momentum == 0:
+            # No past to average with: the frame's own statistics as measured. Going through the second
+            # moment would round the variance, enough to move a pixel of the output by a level on some CPUs.
+            self.state[stop] = (mean, second)
+            return mean, var
+        past_mean, past_second = self.state[stop]
+        mean = self.momentum * past_mean + (1 - self.momentum) * mean
+        second = self.momentum * past_second + (1 - self.momentum) * second
         self.state[stop] = (mean, second)
         return mean, (second - mean * mean).clamp_min(0)
 
