@@ -211,3 +211,15 @@ def test_export_and_serve_take_a_hub_model(hub, run, tmp_path):
     with torch.no_grad():
         assert torch.allclose(OnnxGenerator(onnx)(x), load_generator(run, "BtoA")(x), atol=1e-5)
     assert list(TranslationService("hf://alice/tiny").translators) == ["AtoB", "BtoA"]
+
+
+def test_a_cut_run_pushes_its_one_generator_with_the_cut_citation(tiny_config, tmp_path):
+    from cyclegan.sharing import build_repo_folder
+
+    run = fit(Trainer(tiny_config(name="cut", model="cut", num_patches=8, max_iters=1)), show_progress=False)
+    files = build_repo_folder(Checkpoint(run), tmp_path / "repo", repo="alice/cut")
+    assert {f.name for f in files} == {"model.safetensors", "config.json", "README.md"}  # no samples were saved
+    assert sorted({key.split(".")[0] for key in Checkpoint(tmp_path / "repo" / "model.safetensors").keys}) == ["g_ab"]
+    card = (tmp_path / "repo" / "README.md").read_text()
+    assert "CUT (one generator, unpaired data)" in card and "Contrastive Learning for Unpaired" in card
+    assert "--direction BtoA" not in card and "tags:\n- cyclegan\n" in card
