@@ -44,7 +44,9 @@ def test_model_cut_brings_the_official_cut_defaults_beneath_the_options_given():
     assert (t.lambda_NCE, t.nce_idt, t.pool_size, t.lambda_identity, t.gan_mode) == (1.0, True, 0, 0.0, "lsgan")
     assert (t.n_epochs, t.n_epochs_decay) == (200, 200)
     fast = build_experiment({"model": "cut", "CUT_mode": "FastCUT"}).train
-    assert (fast.lambda_NCE, fast.nce_idt, fast.n_epochs, fast.n_epochs_decay) == (10.0, False, 150, 50)
+    assert (fast.lambda_NCE, fast.nce_idt, fast.flip_equivariance, fast.n_epochs, fast.n_epochs_decay) == \
+        (10.0, False, True, 150, 50)
+    assert not t.flip_equivariance
     given = build_experiment({"model": "cut", "CUT_mode": "FastCUT", "lambda_NCE": 3.0, "nce_idt": True}).train
     assert (given.lambda_NCE, given.nce_idt) == (3.0, True)
     assert build_experiment({"model": "cut", "recipe": "fast", "CUT_mode": "FastCUT"}).model.global_residual
@@ -58,6 +60,7 @@ def test_model_cut_brings_the_official_cut_defaults_beneath_the_options_given():
     ({"netG": "unet_128", "crop_size": 128, "load_size": 128}, "ResNet generator"),
     ({"model": "cycle_gan", "CUT_mode": "FastCUT"}, "options of --model cut"),
     ({"model": "cycle_gan", "nce_idt": False}, "options of --model cut"),
+    ({"model": "cycle_gan", "flip_equivariance": True}, "options of --model cut"),
     ({"CUT_mode": "SlowCUT"}, "CUT_mode"),
 ])
 def test_what_cut_does_not_have_is_refused_with_the_option_named(cut_config, options, words):
@@ -67,7 +70,8 @@ def test_what_cut_does_not_have_is_refused_with_the_option_named(cut_config, opt
 
 # ---- the step -----------------------------------------------------------------------------------
 
-def official_cut_step(model: CUT, opt_g, opt_d, real_a, real_b, *, lambda_nce: float, nce_idt: bool) -> dict:
+def official_cut_step(model: CUT, opt_g, opt_d, real_a, real_b, *, lambda_nce: float, nce_idt: bool,
+                      flip: bool) -> dict:
     """cut_model.CUTModel.optimize_parameters written out: forward on A and B in one batch, D on the
     detached fake, then G and netF (F's Adam is a separate optimizer there: per-parameter, the same update).
 
@@ -75,12 +79,17 @@ def official_cut_step(model: CUT, opt_g, opt_d, real_a, real_b, *, lambda_nce: f
     before, where ours computes it (inside G's one forward, for DistributedDataParallel). Computing it here
     at the same point keeps autograd's sums over G's uses in the same order, so the steps agree bit for bit."""
     g, d, head = model.g_ab, model.d_b, model.h_ab
-    both = g(torch.cat([real_a, real_b])) if nce_idt else g(real_a)
+    real = torch.cat([real_a, real_b]) if nce_idt else real_a
+    flipped = flip and bool(torch.rand(()) < 0.5)  # the official draws from numpy; here torch's RNG, in our order
+    both = g(torch.flip(real, [3]) if flipped else real)
     fake_b, idt_b = both[: len(real_a)], both[len(real_a):]
 
     def nce(src, tgt):  # calculate_NCE_loss: keys from the source, queries from the translation, same patches
         feat_k, ids = head(g.encode(src), 16)
-        feat_q, _ = head(g.encode(tgt), 16, ids)
+        feat_q = g.encode(tgt)
+        if flipped:
+            feat_q = [torch.flip(fq, [3]) for fq in feat_q]
+        feat_q, _ = head(feat_q, 16, ids)
         total = 0.0
         for q, k in zip(feat_q, feat_k):
             total += patch_nce_loss(q, k, images=1, temperature=0.07) * lambda_nce
@@ -122,12 +131,13 @@ def test_trainer_steps_are_the_official_cut_steps_bit_for_bit(cut_config, mode):
     opt_g = torch.optim.Adam([*reference.g_ab.parameters(), *reference.h_ab.parameters()], **adam)
     opt_d = torch.optim.Adam(reference.d_b.parameters(), **adam)
     torch.manual_seed(7)
-    batches = [(torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1) for _ in range(3)]
+    batches = [(torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1) for _ in range(4)]
     for step, (a, b) in enumerate(batches):
-        torch.manual_seed(100 + step)  # the same patches drawn
+        torch.manual_seed(100 + step)  # the same flips and patches drawn (FastCUT: seeds 100-102 flip, 103 does not)
         ours = trainer.train_step(a, b)
         torch.manual_seed(100 + step)
-        theirs = official_cut_step(reference, opt_g, opt_d, a, b, lambda_nce=t.lambda_NCE, nce_idt=t.nce_idt)
+        theirs = official_cut_step(reference, opt_g, opt_d, a, b, lambda_nce=t.lambda_NCE, nce_idt=t.nce_idt,
+                                   flip=t.flip_equivariance)
         assert ours == theirs, step
     expected = reference.state_dict()
     for key, value in trainer.model.state_dict().items():

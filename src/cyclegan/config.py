@@ -50,7 +50,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 # What --CUT_mode FastCUT changes beneath the options given (beneath the recipe's too), as the official one.
 CUT_MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "CUT": {},
-    "FastCUT": {"nce_idt": False, "lambda_NCE": 10.0, "n_epochs": 150, "n_epochs_decay": 50},
+    "FastCUT": {"nce_idt": False, "lambda_NCE": 10.0, "flip_equivariance": True, "n_epochs": 150, "n_epochs_decay": 50},
 }
 
 
@@ -170,11 +170,14 @@ class TrainConfig:
              "generators only")
     num_patches: int = option(256, "PatchNCE: patches sampled per layer and image (the official --num_patches)")
     nce_T: float = option(0.07, "PatchNCE: the temperature of its softmax (the official --nce_T)")
-    CUT_mode: str = option("CUT", "cut: CUT, or FastCUT = no identity PatchNCE, lambda_NCE 10, 150 + 50 epochs, "
-                           "beneath the options given (the official --CUT_mode)", choices=CUT_MODES)
+    CUT_mode: str = option("CUT", "cut: CUT, or FastCUT = no identity PatchNCE, lambda_NCE 10, flip equivariance, "
+                           "150 + 50 epochs, beneath the options given (the official --CUT_mode)", choices=CUT_MODES)
     nce_idt: bool = option(True, "cut: also the PatchNCE of G(b) against b, an identity term that keeps G from "
                            "changing what is already in domain B; the two PatchNCE terms are averaged (the "
                            "official --nce_idt)")
+    flip_equivariance: bool = option(False, "cut: translate a horizontally flipped batch half of the time and compare "
+                                     "its PatchNCE features flipped back, so that G(flip(a)) = flip(G(a)) is learnt "
+                                     "(FastCUT's; the official --flip_equivariance)")
     lambda_paired: float = option(
         0.0, "cycle_gan: weight of an L1 loss on the training images of A whose partner is known (a file of the same "
         "name in trainB/): lambda_paired (|G(a) - b| + |F(b) - a|), on those images only; semi-supervised training "
@@ -472,8 +475,9 @@ def validate_model(config: ExperimentConfig) -> None:
         if getattr(t, key) < 0:
             raise ValueError(f"option {key!r} must not be negative, got {getattr(t, key)}")
     model = config.model.model
-    if model != "cut" and (t.CUT_mode != "CUT" or not t.nce_idt):
-        raise ValueError(f"--CUT_mode and --nce_idt are options of --model cut, not of --model {model}")
+    if model != "cut" and (t.CUT_mode != "CUT" or not t.nce_idt or t.flip_equivariance):
+        raise ValueError(f"--CUT_mode, --nce_idt and --flip_equivariance are options of --model cut, not of "
+                         f"--model {model}")
     if model == "cycle_gan":
         return
     cycle_only = {"lambda_identity": t.lambda_identity, "lambda_colour": t.lambda_colour, "lambda_paired": t.lambda_paired}

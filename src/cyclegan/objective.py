@@ -184,9 +184,15 @@ class PatchNCE:
     def heads(generator: nn.Module) -> PatchProjection:
         return PatchProjection(generator.encoder_channels())
 
-    def loss(self, generator: nn.Module, head: PatchProjection, source: torch.Tensor, translated: torch.Tensor):
+    def loss(self, generator: nn.Module, head: PatchProjection, source: torch.Tensor, translated: torch.Tensor, *,
+             flipped: bool = False):
+        """``flipped``: ``translated`` is the translation of the source flipped left to right, so its features are
+        flipped back before they are compared (CUT's flip equivariance)."""
         keys, locations = head(generator.encode(source), self.patches)
-        queries, _ = head(generator.encode(translated), self.patches, locations)
+        features = generator.encode(translated)
+        if flipped:
+            features = [feature.flip(3) for feature in features]
+        queries, _ = head(features, self.patches, locations)
         per_layer = [patch_nce_loss(q, k, images=source.shape[0], temperature=self.temperature)
                      for q, k in zip(queries, keys)]
         return sum(self.weight * loss for loss in per_layer) / len(per_layer)  # the official order of operations
@@ -295,25 +301,29 @@ class CUT(Objective):
     network_names = CUT_NETWORK_NAMES
 
     def __init__(self, g_ab: nn.Module, d_b: nn.Module, nce: PatchNCE, *, nce_idt: bool = True,
-                 gan_mode: str = "lsgan", lambda_gp: float = 10.0):
+                 flip_equivariance: bool = False, gan_mode: str = "lsgan", lambda_gp: float = 10.0):
         super().__init__()
         self.g_ab, self.d_b, self.h_ab = g_ab, d_b, nce.heads(g_ab)
-        self.nce, self.nce_idt = nce, nce_idt
+        self.nce, self.nce_idt, self.flip_equivariance = nce, nce_idt, flip_equivariance
         self.gan_loss = GANLoss(gan_mode)
         self.lambda_gp = lambda_gp
         self.sample_rows = (("real_a", "fake_b", "real_b", "idt_b") if nce_idt else ("real_a", "fake_b", "real_b"),)
 
     def translate(self, real_a: torch.Tensor, real_b: torch.Tensor):
         """The images (fake_b = G(a), with nce_idt idt_b = G(b), in one batch as the official forward) and the
-        PatchNCE losses, which need no discriminator."""
+        PatchNCE losses, which need no discriminator. With flip equivariance, half of the time (drawn from torch's
+        global RNG) G translates the batch flipped left to right, as the official forward does."""
         images = {"real_a": real_a, "real_b": real_b}
+        flipped = self.flip_equivariance and bool(torch.rand(()) < 0.5)
+        inputs = torch.cat([real_a, real_b]) if self.nce_idt else real_a
+        outputs = self.g_ab(inputs.flip(3) if flipped else inputs)
         if self.nce_idt:
-            images["fake_b"], images["idt_b"] = self.g_ab(torch.cat([real_a, real_b])).split([len(real_a), len(real_b)])
+            images["fake_b"], images["idt_b"] = outputs.split([len(real_a), len(real_b)])
         else:
-            images["fake_b"] = self.g_ab(real_a)
-        losses = {"NCE": self.nce.loss(self.g_ab, self.h_ab, real_a, images["fake_b"])}
+            images["fake_b"] = outputs
+        losses = {"NCE": self.nce.loss(self.g_ab, self.h_ab, real_a, images["fake_b"], flipped=flipped)}
         if self.nce_idt:
-            losses["NCE_Y"] = self.nce.loss(self.g_ab, self.h_ab, real_b, images["idt_b"])
+            losses["NCE_Y"] = self.nce.loss(self.g_ab, self.h_ab, real_b, images["idt_b"], flipped=flipped)
         return images, losses
 
     @staticmethod
@@ -360,8 +370,8 @@ def build_cut(config: ExperimentConfig) -> CUT:
     """G: A -> B, D of B, then PatchNCE's head (init draws from torch's global RNG, G first, as the official model)."""
     m, t = config.model, config.train
     return CUT(generator_for(m, "AtoB"), build_discriminator(m, in_channels=m.output_nc),
-               PatchNCE(t.lambda_NCE, t.num_patches, t.nce_T), nce_idt=t.nce_idt, gan_mode=t.gan_mode,
-               lambda_gp=t.lambda_gp)
+               PatchNCE(t.lambda_NCE, t.num_patches, t.nce_T), nce_idt=t.nce_idt,
+               flip_equivariance=t.flip_equivariance, gan_mode=t.gan_mode, lambda_gp=t.lambda_gp)
 
 
 def build_pix2pix(config: ExperimentConfig) -> Pix2Pix:
