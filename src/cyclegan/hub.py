@@ -50,13 +50,16 @@ class HubModel:
         return cls(repo_id, revision or DEFAULT_REVISION)
 
     def __str__(self) -> str:
-        return HF_PREFIX + self.repo_id + (f"@{self.revision}" if self.revision != DEFAULT_REVISION else "")
+        return HF_PREFIX + self.repo_id + self._revision_suffix
 
     @property
     def folder_name(self) -> str:
         """A local folder name for what is made from this model (test pages, evaluations, converted engines)."""
-        owner, name = self.repo_id.split("/")
-        return f"{owner}--{name}" + (f"@{self.revision}" if self.revision != DEFAULT_REVISION else "")
+        return self.repo_id.replace("/", "--") + self._revision_suffix
+
+    @property
+    def _revision_suffix(self) -> str:
+        return f"@{self.revision}" if self.revision != DEFAULT_REVISION else ""
 
 
 def check_repo_id(repo_id: str) -> str:

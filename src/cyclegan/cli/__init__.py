@@ -74,11 +74,8 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resume_dir(args: argparse.Namespace, options: dict[str, Any]) -> Path | None:
-    if isinstance(args.resume, str):  # a Hub name
-        raise CommandError(f"--resume {args.resume}: a Hub model holds weights only, no optimizer state, pools or "
-                           f"counters, so it cannot be resumed; resume from the run folder it was pushed from")
-    if args.resume is not None:
+def _resume_dir(args: argparse.Namespace, options: dict[str, Any]) -> Path | str | None:
+    if args.resume is not None:  # a run folder, or a Hub name, which Trainer.resume refuses saying why
         return args.resume
     if args.continue_train:
         config = build_experiment({k: options[k] for k in ("name", "checkpoints_dir") if k in options})

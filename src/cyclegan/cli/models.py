@@ -153,11 +153,12 @@ def add_push_parser(subparsers) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
+    from ..hub import HubModel
     from ..sharing import push_run
 
     url = push_run(args.run, args.repo, private=args.private, revision=args.revision,
                    with_discriminators=args.with_discriminators, license=args.license, message=args.message)
-    name = f"hf://{args.repo}" + (f"@{args.revision}" if args.revision != "main" else "")
+    name = HubModel(args.repo, args.revision)
     log.info("pushed %s to %s; use it with: cyclegan translate --checkpoint %s INPUT --output DIR", args.run, url, name)
     return 0
 
