@@ -68,7 +68,7 @@ from cyclegan.training import Trainer  # noqa: E402
 
 from analysis import ETCHING, colour_distribution_transfer, colour_mapping_ceiling, periodic_peak  # noqa: E402
 from machine import describe_machine  # noqa: E402
-from tasks import NEW_TASKS  # noqa: E402
+from tasks import NEW_TASKS, SCENE_COUNT, with_scenes  # noqa: E402
 
 TASKS = {**DEMO_TASKS, ETCHING.name: ETCHING, **NEW_TASKS}
 
@@ -92,6 +92,10 @@ CURVE_RUNS = {
     "fast_nce": {**FAST, "lambda_NCE": 1.0},  # CUT's PatchNCE as an extra term (CUT's weight)
     "fast_msd": {**FAST, "num_D": 2},  # pix2pixHD's multi-scale critic: the 70x70 PatchGAN at 64 and 32 px
     "fast_colour1": {**FAST, "lambda_colour": 1.0},  # a third of the demo's colour weight
+    # A third of the paper's cycle weight: at 10 the L1 cycle term's pull (a constant force per pixel, whatever the
+    # error) holds both generators near the identity against the GAN's weak pull on a global tone.
+    "fast_cycle3": {**FAST, "lambda_A": 3.0, "lambda_B": 3.0},
+    "fast_cycle3_colour1": {**FAST, "lambda_A": 3.0, "lambda_B": 3.0, "lambda_colour": 1.0},
     # The one-sided CUT model with the fast bundle (its lambda_NCE, pool and identity PatchNCE beneath), and FastCUT.
     "cut": {**FAST, "model": "cut"},
     "fastcut": {**FAST, "model": "cut", "CUT_mode": "FastCUT"},
@@ -103,7 +107,8 @@ PAIRED_FRACTION = 0.1
 MINUTE_MARKS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
 COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 40, 170), "pix2pix": (20, 140, 60),
            "pix2pix_fast": (230, 140, 0), "fast_paired": (0, 170, 190), "fast_paired_data": (120, 120, 60),
-           "fast_nce": (220, 40, 140), "fast_msd": (90, 90, 90), "fast_colour1": (170, 110, 200), "cut": (0, 120, 90), "fastcut": (150, 200, 40)}
+           "fast_nce": (220, 40, 140), "fast_msd": (90, 90, 90), "fast_colour1": (170, 110, 200), "cut": (0, 120, 90), "fastcut": (150, 200, 40),
+           "fast_cycle3": (240, 90, 20), "fast_cycle3_colour1": (200, 170, 0)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:
@@ -219,7 +224,7 @@ def paired_data(dataroot: Path, task: str, kind: str) -> Path:
     ("some_pairs", every 1/PAIRED_FRACTION-th crop of A)."""
     if kind == "unpaired":
         return dataroot
-    root = dataroot.parent / kind
+    root = dataroot.with_name(f"{dataroot.name}_{kind}")
     marker = root / "made.json"
     if marker.is_file():
         return root
@@ -364,8 +369,8 @@ def replot_main(args) -> None:
     """Table and plot again from a curves.json (references recomputed when --data holds the tasks)."""
     results = json.loads(args.from_json.read_text())
     for task, entry in results.items():
-        if args.data and (args.data / task / "data").is_dir():
-            entry["references"] = references(args.data / task / "data", task)
+        if args.data and data_folder(args.data, task, args.scenes).is_dir():
+            entry["references"] = references(data_folder(args.data, task, args.scenes), task)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "curves.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(results, args.output)
@@ -385,6 +390,22 @@ def share_content(dataroot: Path, task: str) -> None:
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "shared_content": True}))
 
 
+def data_folder(folder: Path, task: str, scenes: int) -> Path:
+    """Where the data of ``task`` lie under ``folder``: a procedural task of another scene count than
+    SCENE_COUNT has a folder of its own (``data_162_scenes``), so that they are never mistaken for each other."""
+    scaled = task in NEW_TASKS and scenes != SCENE_COUNT
+    return folder / task / (f"data_{scenes}_scenes" if scaled else "data")
+
+
+def task_data(folder: Path, task: str, scenes: int) -> Path:
+    """Build (or find) the data of ``task`` under ``folder``; the procedural tasks from ``scenes`` scenes
+    spread over the same crop counts."""
+    if task not in NEW_TASKS or scenes == SCENE_COUNT:
+        return build_demo_dataset(data_folder(folder, task, scenes), task=TASKS[task])
+    variant, crops = with_scenes(NEW_TASKS[task], scenes)
+    return build_demo_dataset(data_folder(folder, task, scenes), task=variant, **crops)
+
+
 def curves_main(args, changes: dict) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     results: dict = {}
@@ -392,7 +413,7 @@ def curves_main(args, changes: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = args.data or tmp  # --data keeps the data and the runs for a look afterwards
         for task in args.tasks:
-            dataroot = build_demo_dataset(Path(tmp) / task / "data", task=TASKS[task])
+            dataroot = task_data(Path(tmp), task, args.scenes)
             if args.shared_content:
                 share_content(dataroot, task)
             results[task] = {"references": references(dataroot, task), "recipes": {}}
@@ -412,7 +433,7 @@ def curves_main(args, changes: dict) -> None:
 def single_run_main(args, changes: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         task = args.tasks[0]  # one run: the first task named (winter unless --tasks says otherwise)
-        dataroot = build_demo_dataset((args.data or Path(tmp)) / task / "data", task=TASKS[task])
+        dataroot = task_data(args.data or Path(tmp), task, args.scenes)
         if args.shared_content:
             share_content(dataroot, task)
         runs = args.data / task / "runs" if args.data else tmp  # --data keeps the run for a look afterwards
@@ -443,6 +464,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/learning"))
     parser.add_argument("--from_json", type=Path, default=None, help="only redo the table and plot of a curves.json")
     parser.add_argument("--reuse", type=Path, default=None, help="keep the other recipes' curves from this curves.json")
+    parser.add_argument("--scenes", type=int, default=SCENE_COUNT,
+                        help="how many procedural scenes the new tasks are built from (same crop counts)")
     parser.add_argument("--shared_content", action="store_true", help="trainB = the transform of trainA's own crops")
     args = parser.parse_args()
     changes = dict(item.partition("=")[::2] for item in args.option)

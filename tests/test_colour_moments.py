@@ -90,6 +90,19 @@ def test_trainer_measures_the_targets_and_logs_the_colour_losses(tiny_config):
     assert (trainer.run_dir / "plots" / "colour.svg").is_file()
 
 
+def test_colour_weight_decays_linearly_and_then_stops_the_loss(tiny_config):
+    trainer = Trainer(tiny_config(lambda_colour=10.0, lambda_colour_decay_iters=4, global_residual=True, max_iters=6,
+                                  print_freq=1))
+    fit(trainer, make_dataset(trainer), show_progress=False)
+    trainer.total_iters = 3
+    trainer.set_learning_rate()  # as before the fourth update
+    assert trainer.model.lambda_colour == pytest.approx(10.0 * (1 - 3 / 4))
+    records = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    weighted = [r["colour_A"] for r in records if "colour_A" in r]
+    assert len(weighted) == 4 and all(value > 0 for value in weighted)  # iterations 0-3, then the weight is 0
+    assert len(records) == 6 and "colour_A" not in records[-1]
+
+
 @pytest.mark.numerics
 def test_resume_is_exact_with_the_colour_loss(tiny_config):
     options = {"lambda_colour": 10.0, "global_residual": True, "colour_path": 8, "pool_size": 3}

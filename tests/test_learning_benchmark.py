@@ -129,3 +129,23 @@ def test_gaps_judge_a_recipe_by_its_mean_and_its_worst_task(learning):
                                                                                          {"ema_psnr_db": end}]}}}
     summary = learning.gaps({"a": entry(30.0, 27.0), "b": entry(40.0, 31.0)})["fast"]
     assert summary["mean"] == pytest.approx(6.0) and summary["worst"] == "b" and summary["tasks"]["a"] == 3.0
+
+
+def test_more_scenes_give_domains_of_the_same_colours_with_the_same_crop_counts(learning, tmp_path):
+    """--scenes spreads the procedural tasks' crops over more scenes, in a data folder of its own, so that
+    domain B's colours are T(A)'s up to sampling: over the 18 default scenes trainB's mean colour is off
+    T(trainA)'s by several hundredths, over 162 by under one."""
+    from tasks import NEW_TASKS
+
+    def mean_colour(folder: Path, transform=lambda image: image) -> np.ndarray:
+        return np.mean([np.asarray(transform(Image.open(p).convert("RGB")), np.float64).reshape(-1, 3).mean(0) / 255
+                        for p in sorted(folder.iterdir())], axis=0)
+
+    offsets = {}
+    for scenes in (18, 162):
+        root = learning.task_data(tmp_path, "dusk", scenes)
+        assert root == tmp_path / "dusk" / ("data" if scenes == 18 else "data_162_scenes")
+        names = sorted(p.name for p in (root / "trainB").iterdir())
+        assert len(names) == 486 and len({n.rsplit("_", 1)[0] for n in names}) == scenes
+        offsets[scenes] = np.abs(mean_colour(root / "trainB") - mean_colour(root / "trainA", NEW_TASKS["dusk"].transform)).max()
+    assert offsets[18] > 0.03 and offsets[162] < 0.01

@@ -196,6 +196,10 @@ class TrainConfig:
     lambda_identity_decay_iters: int = option(
         0, "lower the identity-loss weight linearly from lambda_identity to 0 over this many iterations (0 = constant, "
            "the paper): colours are held early, and the generator is free to change them later")
+    lambda_colour_decay_iters: int = option(
+        0, "lower the colour-moment weight linearly from lambda_colour to 0 over this many iterations (0 = constant): "
+           "the colour loss sets the tone early, then the GAN alone refines it, so a colour difference between the "
+           "two domains' content is not learnt to the end")
     ema_decay: float = option(
         0.0, "keep an exponential moving average of the generator weights (decay per iteration, e.g. 0.999; warmed up "
              "as min(decay, (1 + n) / (10 + n)) at iteration n) and translate, test and evaluate with it; 0 = off (the paper)")
@@ -426,7 +430,8 @@ def validate(config: ExperimentConfig) -> None:
     non_negative = {"pool_size": t.pool_size, "max_iters": t.max_iters,
                     "max_dataset_size": d.max_dataset_size, "n_epochs": t.n_epochs,
                     "n_epochs_decay": t.n_epochs_decay, "lambda_identity": t.lambda_identity,
-                    "warmup_iters": t.warmup_iters, "lambda_identity_decay_iters": t.lambda_identity_decay_iters}
+                    "warmup_iters": t.warmup_iters, "lambda_identity_decay_iters": t.lambda_identity_decay_iters,
+                    "lambda_colour_decay_iters": t.lambda_colour_decay_iters}
     for key, value in non_negative.items():
         if value < 0:
             raise ValueError(f"option {key!r} must not be negative, got {value}")

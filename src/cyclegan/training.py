@@ -258,7 +258,7 @@ class Trainer:
 
     def _colour_inputs(self) -> dict[str, tuple[torch.Tensor, ColourSums | None]] | None:
         """For the colour-moment loss: each domain's target moments and the sums of its fakes in the pool."""
-        if self.config.train.lambda_colour <= 0:
+        if self.config.train.lambda_colour <= 0 or self.model.lambda_colour <= 0:  # off, or decayed to zero
             return None
         if not self.colour_targets:
             raise ValueError("--lambda_colour needs the domains' colour moments: fit() measures them, or call "
@@ -318,7 +318,7 @@ class Trainer:
         return self.opt_g.param_groups[0]["lr"]
 
     def set_learning_rate(self) -> None:
-        """Set the lr and the identity-loss weight for the next update (both may change every iteration)."""
+        """Set the lr and the identity- and colour-loss weights for the next update (all may change every iteration)."""
         lr = self.learning_rate()
         for optimizer in (self.opt_g, self.opt_d):
             for group in optimizer.param_groups:
@@ -327,6 +327,7 @@ class Trainer:
         if not isinstance(self.model, CycleGAN):
             return
         self.model.lambda_identity = t.lambda_identity * linear_decay(self.total_iters, decay_iters=t.lambda_identity_decay_iters)
+        self.model.lambda_colour = t.lambda_colour * linear_decay(self.total_iters, decay_iters=t.lambda_colour_decay_iters)
 
     # ---- state ---------------------------------------------------------------------------
 
