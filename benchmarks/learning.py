@@ -95,6 +95,7 @@ CURVE_RUNS = {
     # A third of the paper's cycle weight: at 10 the L1 cycle term's pull (a constant force per pixel, whatever the
     # error) holds both generators near the identity against the GAN's weak pull on a global tone.
     "fast_cycle3": {**FAST, "lambda_A": 3.0, "lambda_B": 3.0},
+    "fast_cycle5": {**FAST, "lambda_A": 5.0, "lambda_B": 5.0},
     "fast_cycle3_colour1": {**FAST, "lambda_A": 3.0, "lambda_B": 3.0, "lambda_colour": 1.0},
     # The one-sided CUT model with the fast bundle (its lambda_NCE, pool and identity PatchNCE beneath), and FastCUT.
     "cut": {**FAST, "model": "cut"},
@@ -108,7 +109,7 @@ MINUTE_MARKS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
 COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 40, 170), "pix2pix": (20, 140, 60),
            "pix2pix_fast": (230, 140, 0), "fast_paired": (0, 170, 190), "fast_paired_data": (120, 120, 60),
            "fast_nce": (220, 40, 140), "fast_msd": (90, 90, 90), "fast_colour1": (170, 110, 200), "cut": (0, 120, 90), "fastcut": (150, 200, 40),
-           "fast_cycle3": (240, 90, 20), "fast_cycle3_colour1": (200, 170, 0)}
+           "fast_cycle3": (240, 90, 20), "fast_cycle5": (250, 160, 110), "fast_cycle3_colour1": (200, 170, 0)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:
