@@ -37,9 +37,9 @@ def main() -> None:
     print(describe_machine(), flush=True)
     checkpoint = Checkpoint(args.run)
     critic = checkpoint.load_network("d_b", build_discriminator(checkpoint.config.model, in_channels=3)).eval()
-    held_out = [to_tensor(load_image(p)) for p in find_images(args.data / "testA")]
-    real_a = torch.stack(held_out)
-    truth = torch.stack([to_tensor(load_image(args.data / "testA_truth" / p.name)) for p in find_images(args.data / "testA")])
+    held_out = find_images(args.data / "testA")
+    real_a = torch.stack([to_tensor(load_image(p)) for p in held_out])
+    truth = torch.stack([to_tensor(load_image(args.data / "testA_truth" / p.name)) for p in held_out])
     with torch.inference_mode():
         translated = checkpoint.generator("AtoB")(real_a)
         shown = {"real B (trainB)": crops(args.data / "trainB", len(real_a), real_a.shape[-1]),

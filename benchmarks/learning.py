@@ -401,7 +401,7 @@ def data_folder(folder: Path, task: str, scenes: int) -> Path:
 def task_data(folder: Path, task: str, scenes: int) -> Path:
     """Build (or find) the data of ``task`` under ``folder``; the procedural tasks from ``scenes`` scenes
     spread over the same crop counts."""
-    if task not in NEW_TASKS or scenes == SCENE_COUNT:
+    if task not in NEW_TASKS:
         return build_demo_dataset(data_folder(folder, task, scenes), task=TASKS[task])
     variant, crops = with_scenes(NEW_TASKS[task], scenes)
     return build_demo_dataset(data_folder(folder, task, scenes), task=variant, **crops)

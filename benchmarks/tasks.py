@@ -28,7 +28,12 @@ from cyclegan.demo import SHORT_SIDE, Task
 from analysis import _blur
 
 SCENE_COUNT = 18  # twice the demo's photos
-SCENES = tuple(f"scene_{i}" for i in range(SCENE_COUNT))
+
+def scene_names(count: int) -> tuple[str, ...]:
+    return tuple(f"scene_{i}" for i in range(count))
+
+
+SCENES = scene_names(SCENE_COUNT)
 CROPS_PER_DOMAIN = 486  # the demo's: 18 photos x 27 training crops
 TEST_CROPS = 90
 SCENE_SIZE = (round(SHORT_SIDE * 1.5), SHORT_SIDE)  # width, height: the demo's photos are about 3:2
@@ -162,6 +167,7 @@ def with_scenes(task: Task, count: int) -> tuple[Task, dict[str, int]]:
     """``task`` built from ``count`` scenes, and the per-scene crop counts (``build_demo_dataset``'s keywords)
     that keep about CROPS_PER_DOMAIN training crops per domain and TEST_CROPS held-out ones. More scenes
     and fewer crops of each make the A and B regions' colours differ by sampling less: with 162 scenes,
-    the truth in B's colours on dusk rises from 23.5 dB (18 scenes) to 34.3 dB."""
+    the truth in B's colours on dusk rises from 23.5 dB (18 scenes) to 34.3 dB. With SCENE_COUNT scenes
+    the task and counts are the defaults' (27 and 5 crops a scene)."""
     crops = {"train_per_photo": max(1, round(CROPS_PER_DOMAIN / count)), "test_per_photo": max(1, round(TEST_CROPS / count))}
-    return replace(task, photos=tuple(f"scene_{i}" for i in range(count))), crops
+    return replace(task, photos=scene_names(count)), crops
