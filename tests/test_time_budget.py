@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,3 +90,22 @@ def test_a_pause_while_timing_does_not_shorten_the_run(tiny_config, monkeypatch)
     # timed at the median 0.25 s: fixed after iteration 3 + 4 (clock 4.75 s), 7.25 s left: 29 more (the mean
     # timed iteration, 1 s, would have given 7)
     assert trainer.config.train.budget_iters == 7 + 29
+
+
+def test_a_rate_that_changes_after_the_timing_is_timed_again_and_the_schedule_never_jumps(tiny_config, monkeypatch):
+    """0.5 s an iteration while the rate is first timed, 0.25 s from then on (a neighbour on a shared machine
+    that stops): timed once, the run would end at iteration 80, after 26 of its 40 seconds."""
+    readings = (0.5 * i if i <= 24 else 12.0 + 0.25 * (i - 24) for i in itertools.count())
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: next(readings)))
+    trainer = Trainer(budget_run(tiny_config, "retimed", time_budget="40s", warmup_iters=0))
+    shares = []
+    fit(trainer, show_progress=False, callback=lambda t: shares.append((t.schedule_epoch() - 1) / t.total_epochs) and False)
+    # fixed at iteration 23 (11.5 s, 2 it/s: 80), timed again at half the budget (iteration 56, 20 s, 4 it/s: 136)
+    # and at three quarters (iteration 96, 30 s: 136 still), which ends at the 40th second
+    assert trainer.total_iters == trainer.config.train.budget_iters == 136
+    assert trainer.config.train.budget_from_iter == 96
+    assert shares[-1] == 1.0 and trainer.used_lr < 0.01 * trainer.config.train.lr
+    steps = np.diff(shares)
+    # Never back, and never a jump: the steepest part spreads the rest of the schedule over the 57 iterations
+    # that the first timing gave (a length fixed without keeping the share done would jump by 0.2 at iteration 23).
+    assert steps.min() >= 0 and steps.max() <= 1 / 57

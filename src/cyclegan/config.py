@@ -200,6 +200,13 @@ class TrainConfig:
         0, "lower the colour-moment weight linearly from lambda_colour to 0 over this many iterations (0 = constant): "
            "the colour loss sets the tone early, then the GAN alone refines it, so a colour difference between the "
            "two domains' content is not learnt to the end")
+    lambda_cycle_start: float = option(
+        1.0, "the cycle weights at the start of the run, as a share of lambda_A and lambda_B; they rise linearly to "
+             "all of them over the first --lambda_cycle_ramp of the schedule (1 = constant, the paper): a low weight "
+             "early lets both generators leave the identity for a global tone, the full weight later holds the content")
+    lambda_cycle_ramp: float = option(
+        0.0, "the share of the schedule (0-1) over which the cycle weights rise from lambda_cycle_start to lambda_A "
+             "and lambda_B (0 = no ramp)")
     ema_decay: float = option(
         0.0, "keep an exponential moving average of the generator weights (decay per iteration, e.g. 0.999; warmed up "
              "as min(decay, (1 + n) / (10 + n)) at iteration n) and translate, test and evaluate with it; 0 = off (the paper)")
@@ -211,8 +218,13 @@ class TrainConfig:
     time_budget: str = option(
         "", "train for this much wall-clock time, e.g. 90s, 10m, 2h: the iteration rate is measured over the first "
             "iterations, the run's length in iterations fixed from it (budget_iters, kept in config.json, so a resumed "
-            "run ends where an uninterrupted one would), and the lr schedule stretched or squeezed to end there")
+            "run ends where an uninterrupted one would), and the lr schedule stretched or squeezed to end there; the "
+            "rate is timed again at a quarter, half and three quarters of the budget and the rest of the schedule refitted")
     budget_iters: int = option(0, "the length in iterations that --time_budget fixed (set by the run; 0 = not yet)")
+    budget_from_iter: int = option(0, "the iteration at which --time_budget last refitted the length (set by the run)")
+    budget_from_progress: float = option(
+        0.0, "the share of the schedule done at budget_from_iter: the rest is spread over the iterations up to "
+             "budget_iters, so that a refitted length never makes the lr jump (set by the run)")
     save_epoch_freq: int = option(5, "keep the generator and discriminator weights every this many epochs")
     save_latest_freq: int = option(5000, "save the resumable latest checkpoint every this many iterations (also at every epoch end)")
     print_freq: int = option(100, "write the losses to metrics.jsonl every this many iterations")
@@ -416,8 +428,9 @@ def validate(config: ExperimentConfig) -> None:
                          f"{t.lambda_NCE}, {t.num_patches}, {t.nce_T}")
     if t.lambda_NCE > 0 and not m.netG.startswith("resnet"):
         raise ValueError(f"--lambda_NCE compares the encoder features of a ResNet generator, not of --netG {m.netG}")
-    if t.budget_iters < 0:
-        raise ValueError(f"budget_iters must be 0 or more, got {t.budget_iters}")
+    if t.budget_iters < 0 or t.budget_from_iter < 0 or not 0.0 <= t.budget_from_progress <= 1.0:
+        raise ValueError(f"budget_iters and budget_from_iter must be 0 or more and budget_from_progress in [0, 1], got "
+                         f"{t.budget_iters}, {t.budget_from_iter}, {t.budget_from_progress}")
     positive = {"ngf": m.ngf, "ndf": m.ndf, "crop_size": d.crop_size, "load_size": d.load_size,
                 "batch_size": t.batch_size, "print_freq": t.print_freq, "display_freq": t.display_freq,
                 "save_epoch_freq": t.save_epoch_freq, "save_latest_freq": t.save_latest_freq,
@@ -431,10 +444,12 @@ def validate(config: ExperimentConfig) -> None:
                     "max_dataset_size": d.max_dataset_size, "n_epochs": t.n_epochs,
                     "n_epochs_decay": t.n_epochs_decay, "lambda_identity": t.lambda_identity,
                     "warmup_iters": t.warmup_iters, "lambda_identity_decay_iters": t.lambda_identity_decay_iters,
-                    "lambda_colour_decay_iters": t.lambda_colour_decay_iters}
+                    "lambda_colour_decay_iters": t.lambda_colour_decay_iters, "lambda_cycle_start": t.lambda_cycle_start}
     for key, value in non_negative.items():
         if value < 0:
             raise ValueError(f"option {key!r} must not be negative, got {value}")
+    if not 0 <= t.lambda_cycle_ramp <= 1:
+        raise ValueError(f"option 'lambda_cycle_ramp' is a share of the schedule, in [0, 1]; got {t.lambda_cycle_ramp}")
     if not 0 <= t.ema_decay < 1:
         raise ValueError(f"option 'ema_decay' must be in [0, 1), got {t.ema_decay}")
     if t.n_epochs + t.n_epochs_decay < 1:

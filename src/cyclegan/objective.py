@@ -113,6 +113,7 @@ class CycleGAN(Objective):
         self.lambda_a, self.lambda_b, self.lambda_identity = lambda_a, lambda_b, lambda_identity
         self.lambda_gp = lambda_gp
         self.lambda_colour = lambda_colour
+        self.cycle_share = 1.0  # of lambda_a and lambda_b, for the cycle terms only (the trainer ramps it)
 
     def translate_both(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """fake_b = G(a), rec_a = F(G(a)), fake_a = F(b), rec_b = G(F(b))."""
@@ -130,8 +131,8 @@ class CycleGAN(Objective):
         losses = {
             "G_A": self.gan_loss(self.d_b(images["fake_b"]), True),
             "G_B": self.gan_loss(self.d_a(images["fake_a"]), True),
-            "cycle_A": cycle_loss(images["rec_a"], real_a, self.lambda_a),
-            "cycle_B": cycle_loss(images["rec_b"], real_b, self.lambda_b),
+            "cycle_A": cycle_loss(images["rec_a"], real_a, self.lambda_a * self.cycle_share),
+            "cycle_B": cycle_loss(images["rec_b"], real_b, self.lambda_b * self.cycle_share),
         }
         if self.lambda_identity > 0:
             losses["idt_A"] = identity_loss(self.g_ab(real_b), real_b, self.lambda_b * self.lambda_identity)

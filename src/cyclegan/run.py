@@ -34,18 +34,22 @@ Evaluate = Callable[[Trainer], dict[str, float]]
 
 
 def fit(trainer: Trainer, dataset: UnpairedDataset | PairedDataset | None = None, *, show_progress: bool = True,
-        callback: Callable[[Trainer], bool] | None = None, evaluate: Evaluate | None = None) -> Path:
+        callback: Callable[[Trainer], bool] | None = None, evaluate: Evaluate | None = None,
+        budget_clock: Callable[[], float] | None = None) -> Path:
     """Train until the last epoch (or ``max_iters``); returns the run folder.
 
     ``callback(trainer)`` runs after every iteration; when it returns True the run stops there,
     saving a resumable checkpoint as at ``max_iters``. ``evaluate`` runs every --eval_freq epochs
-    (``cyclegan.evaluate.evaluate_latest`` measures the test split).
+    (``cyclegan.evaluate.evaluate_latest`` measures the test split). ``budget_clock`` (seconds) is what
+    --time_budget counts, the wall clock unless given: a caller whose callback pauses training to measure
+    it can leave its own time out.
     """
     if trainer.config.train.eval_freq and evaluate is None:
         raise ValueError("--eval_freq is set, but fit() was given no evaluate hook: pass "
                          "evaluate=cyclegan.evaluate.evaluate_latest, or set eval_freq to 0")
     dataset = dataset if dataset is not None else make_dataset(trainer)
-    return _Loop(trainer, dataset, show_progress=show_progress, callback=callback, evaluate=evaluate).run()
+    return _Loop(trainer, dataset, show_progress=show_progress, callback=callback, evaluate=evaluate,
+                 budget_clock=budget_clock).run()
 
 
 def make_dataset(trainer: Trainer) -> UnpairedDataset | PairedDataset:
@@ -106,58 +110,77 @@ def shard(trainer: Trainer, dataset: UnpairedDataset) -> list[int]:
 
 class TimeBudget:
     """--time_budget: the iteration rate, timed over the first iterations of the run (after SKIPPED ones that
-    carry the start-up), fixes the run's length in iterations once, for the time left. The rate is that of
-    the median iteration, so that a one-off pause while timing (a checkpoint, a sample grid, an evaluation)
-    does not shorten the run."""
+    carry the start-up), fixes the run's length in iterations for the time left. The rate is that of the median
+    iteration, so that a one-off pause while timing (a checkpoint, a sample grid, an evaluation) does not shorten
+    the run. On a shared machine the first seconds' rate can be far from the run's, so the rate is timed again
+    over the iterations since, at RETIMED_AT shares of the budget, and the length refitted to the time left
+    (``Trainer.fix_horizon`` keeps the lr continuous). A resumed run keeps the length its checkpoint holds."""
 
     SKIPPED = 3
     TIMED = 20  # at least, and over at least TIMED_SHARE of the budget (the rate moves in the first seconds) ...
     TIMED_SHARE = 0.05
     MOST_SHARE = 0.1  # ... but never past a tenth of it, when iterations are slow
+    RETIMED_AT = (0.25, 0.5, 0.75)
     clock = staticmethod(time.perf_counter)
 
-    def __init__(self, trainer: Trainer):
+    def __init__(self, trainer: Trainer, clock: Callable[[], float] | None = None):
         t = trainer.config.train
         self.seconds = parse_duration(t.time_budget) if t.time_budget and not t.budget_iters else None
+        self.clock = clock or self.clock
         self.started = self.last = self.clock()
         self.first = trainer.total_iters
         self.durations: list[float] = []
+        self.retimes = list(self.RETIMED_AT)
+        self.fixed = False
 
     def after_iteration(self, trainer: Trainer) -> bool:
-        """True when this iteration fixed the horizon (``trainer.fix_horizon``)."""
+        """True when this iteration fixed or refitted the length (``trainer.fix_horizon``)."""
         if self.seconds is None:
             return False
         done, now = trainer.total_iters - self.first, self.clock()
         if done > self.SKIPPED:
             self.durations.append(now - self.last)
         self.last = now
-        spent, timed = now - self.started, len(self.durations)
-        enough = (timed >= self.TIMED and spent >= self.TIMED_SHARE * self.seconds) or (
-            timed > 0 and spent >= self.MOST_SHARE * self.seconds)
-        if not trainer.dist.any(enough or spent >= self.seconds):  # every rank decides at the same iteration
+        spent = now - self.started
+        if not trainer.dist.any(self._due(spent) or spent >= self.seconds):  # every rank decides at the same iteration
             return False
+        self._fix(trainer, spent)
+        return True
+
+    def _due(self, spent: float) -> bool:
+        timed = len(self.durations)
+        if not self.fixed:
+            return (timed >= self.TIMED and spent >= self.TIMED_SHARE * self.seconds) or (
+                timed > 0 and spent >= self.MOST_SHARE * self.seconds)
+        return timed > 0 and spent >= self.retimes[0] * self.seconds
+
+    def _fix(self, trainer: Trainer, spent: float) -> None:
         median = float(np.median(self.durations)) if self.durations else 0.0
         rate = 1.0 / median if median > 0 else 0.0
         horizon = trainer.dist.smallest(trainer.total_iters + int(max(0.0, self.seconds - spent) * rate))
         trainer.fix_horizon(max(horizon, trainer.total_iters))
-        log.info("--time_budget %s: %.2f iterations/s (the median of iterations %d-%d), so the run ends at iteration "
-                 "%d; the lr schedule is spread over them (%d + %d epochs)", trainer.config.train.time_budget, rate,
-                 self.first + self.SKIPPED + 1, trainer.total_iters, trainer.config.train.budget_iters,
-                 trainer.config.train.n_epochs, trainer.config.train.n_epochs_decay)
-        self.seconds = None
-        return True
+        t = trainer.config.train
+        log.info("--time_budget %s: %.2f iterations/s (the median of the last %d iterations), so the run ends at "
+                 "iteration %d; the lr schedule is spread over them (%d + %d epochs)", t.time_budget, rate,
+                 len(self.durations), t.budget_iters, t.n_epochs, t.n_epochs_decay)
+        while self.retimes and spent >= self.retimes[0] * self.seconds:
+            self.retimes.pop(0)
+        self.durations, self.fixed = [], True
+        if not self.retimes or spent >= self.seconds:
+            self.seconds = None
 
 
 class _Loop:
     """One call of ``fit``: the trainer, its data, its logs, and what stops it."""
 
     def __init__(self, trainer: Trainer, dataset: UnpairedDataset, *, show_progress: bool,
-                 callback: Callable[[Trainer], bool] | None, evaluate: Evaluate | None):
+                 callback: Callable[[Trainer], bool] | None, evaluate: Evaluate | None,
+                 budget_clock: Callable[[], float] | None = None):
         self.trainer, self.dataset = trainer, dataset
         self.show_progress, self.callback, self.evaluate = show_progress, callback, evaluate
         self.tensorboard: TensorBoardLog | None = None
         self.metrics: MetricsLog | _NoLog = _NoLog()
-        self.budget = TimeBudget(trainer)
+        self.budget = TimeBudget(trainer, budget_clock)
 
     def run(self) -> Path:
         trainer, dataset = self.trainer, self.dataset

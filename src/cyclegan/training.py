@@ -30,7 +30,7 @@ from .image_pool import ImagePool
 from .losses import ColourSums, add_sums, colour_moments, colour_sums
 from .objective import (ConditionalDiscriminatorSide, CycleGAN, DiscriminatorSide, GeneratorSide, build_objective,
                         set_requires_grad)
-from .schedules import LR_FACTORS, Plateau, ema_weight, linear_decay, warmup_factor
+from .schedules import LR_FACTORS, Plateau, ema_weight, linear_decay, ramp_factor, warmup_factor
 
 log = logging.getLogger(__name__)
 
@@ -297,20 +297,35 @@ class Trainer:
 
     def schedule_epoch(self) -> float:
         """Where the run is in its schedule, in epochs counted from 1 (fractional within an epoch); with a fixed
-        --time_budget horizon, the iterations done as a share of it, spread over the run's epochs."""
-        t = self.config.train
-        if t.budget_iters:
-            return 1.0 + min(1.0, self.total_iters / t.budget_iters) * self.total_epochs
+        --time_budget length, the share of the schedule done (``budget_progress``), spread over the run's epochs."""
+        if self.config.train.budget_iters:
+            return 1.0 + self.budget_progress() * self.total_epochs
         return self.epoch + (self.epoch_iter / self.iters_per_epoch if self.iters_per_epoch else 0.0)
+
+    def schedule_share(self) -> float:
+        """The share of the run's schedule done, 0 to 1."""
+        return min(1.0, max(0.0, (self.schedule_epoch() - 1.0) / self.total_epochs))
+
+    def budget_progress(self) -> float:
+        """The share of a --time_budget run's schedule done: linear in the iterations from where the length was
+        last refitted (budget_from_iter, at budget_from_progress) to its end (budget_iters)."""
+        t = self.config.train
+        left = t.budget_iters - t.budget_from_iter
+        if left <= 0:
+            return 1.0
+        done = min(1.0, max(0, self.total_iters - t.budget_from_iter) / left)
+        return t.budget_from_progress + (1.0 - t.budget_from_progress) * done
 
     def fix_horizon(self, iterations: int) -> None:
         """End the run after ``iterations`` in total (from --time_budget): the epochs are set to cover them,
-        in the ratio of n_epochs to n_epochs_decay, and the lr schedule is spread over exactly these iterations."""
+        in the ratio of n_epochs to n_epochs_decay, and the rest of the lr schedule (the share not yet done, of the
+        configured epochs or of an earlier length) is spread over the iterations up to it, so the lr never jumps."""
         t = self.config.train
+        refit = {"budget_from_iter": self.total_iters, "budget_from_progress": self.schedule_share()}
         epochs = max(1, -(-iterations // max(1, self.iters_per_epoch)))
         constant = min(epochs, round(epochs * t.n_epochs / (t.n_epochs + t.n_epochs_decay)))
         self.config = replace(self.config, train=replace(t, budget_iters=max(1, iterations), n_epochs=constant,
-                                                         n_epochs_decay=epochs - constant))
+                                                         n_epochs_decay=epochs - constant, **refit))
 
     @property
     def used_lr(self) -> float:
@@ -318,7 +333,8 @@ class Trainer:
         return self.opt_g.param_groups[0]["lr"]
 
     def set_learning_rate(self) -> None:
-        """Set the lr and the identity- and colour-loss weights for the next update (all may change every iteration)."""
+        """Set the lr and the identity-, colour- and cycle-loss weights for the next update (all may change every
+        iteration)."""
         lr = self.learning_rate()
         for optimizer in (self.opt_g, self.opt_d):
             for group in optimizer.param_groups:
@@ -328,6 +344,7 @@ class Trainer:
             return
         self.model.lambda_identity = t.lambda_identity * linear_decay(self.total_iters, decay_iters=t.lambda_identity_decay_iters)
         self.model.lambda_colour = t.lambda_colour * linear_decay(self.total_iters, decay_iters=t.lambda_colour_decay_iters)
+        self.model.cycle_share = ramp_factor(self.schedule_share(), start=t.lambda_cycle_start, over=t.lambda_cycle_ramp)
 
     # ---- state ---------------------------------------------------------------------------
 

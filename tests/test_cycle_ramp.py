@@ -1,0 +1,48 @@
+"""--lambda_cycle_start / --lambda_cycle_ramp: the cycle weights rise over a share of the schedule; identity untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cyclegan.config import build_experiment
+from cyclegan.run import fit
+from cyclegan.training import Trainer
+
+
+def at_share(trainer: Trainer, epoch: int) -> float:
+    """The cycle share set for the first update of ``epoch`` (of the tiny run's 3)."""
+    trainer.epoch, trainer.epoch_iter = epoch, 0
+    trainer.set_learning_rate()
+    return trainer.model.cycle_share
+
+
+def test_the_cycle_weights_rise_from_their_start_share_over_the_ramp_and_the_identity_weight_stays(tiny_config):
+    trainer = Trainer(tiny_config(lambda_A=8.0, lambda_B=6.0, lambda_identity=0.5, lambda_cycle_start=0.25,
+                                  lambda_cycle_ramp=0.5))
+    fit(trainer, show_progress=False)  # 3 epochs: the schedule's share is 0, 1/3 and 2/3 at their starts
+    assert at_share(trainer, 1) == pytest.approx(0.25)
+    assert at_share(trainer, 2) == pytest.approx(0.25 + 0.75 * (1 / 3) / 0.5)
+    assert at_share(trainer, 3) == 1.0  # past the ramp
+    at_share(trainer, 2)
+    model, generator = trainer.model, torch.Generator().manual_seed(0)
+    a, b = (torch.rand(1, 3, 32, 32, generator=generator) * 2 - 1 for _ in range(2))
+    with torch.no_grad():
+        images = model.translate_both(a, b)
+        losses = model.generator_losses(images)
+        expected_cycle = 8.0 * 0.75 * (images["rec_a"] - a).abs().mean()
+        expected_identity = 6.0 * 0.5 * (model.g_ab(b) - b).abs().mean()
+    assert losses["cycle_A"] == pytest.approx(float(expected_cycle), rel=1e-5)
+    assert losses["idt_A"] == pytest.approx(float(expected_identity), rel=1e-5)
+
+
+def test_without_a_ramp_the_cycle_weights_are_the_papers_throughout(tiny_config):
+    trainer = Trainer(tiny_config())
+    assert [at_share(trainer, epoch) for epoch in (1, 2, 3)] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("options,match", [({"lambda_cycle_ramp": 1.5}, "lambda_cycle_ramp"),
+                                           ({"lambda_cycle_start": -0.1}, "lambda_cycle_start")])
+def test_a_ramp_outside_the_schedule_or_a_negative_start_is_refused(options, match):
+    with pytest.raises(ValueError, match=match):
+        build_experiment(options)
