@@ -104,6 +104,8 @@ def test_a_rate_that_changes_after_the_timing_is_timed_again_and_the_schedule_ne
     # and at three quarters (iteration 96, 30 s: 136 still), which ends at the 40th second
     assert trainer.total_iters == trainer.config.train.budget_iters == 136
     assert trainer.config.train.budget_from_iter == 96
+    # 46 epochs of 3 crops, split as configured (50 + 50); re-rounding each fit's split would give 24 + 22
+    assert (trainer.config.train.n_epochs, trainer.config.train.n_epochs_decay) == (23, 23)
     assert shares[-1] == 1.0 and trainer.used_lr < 0.01 * trainer.config.train.lr
     steps = np.diff(shares)
     # Never back, and never a jump: the steepest part spreads the rest of the schedule over the 57 iterations

@@ -225,6 +225,9 @@ class TrainConfig:
     budget_from_progress: float = option(
         0.0, "the share of the schedule done at budget_from_iter: the rest is spread over the iterations up to "
              "budget_iters, so that a refitted length never makes the lr jump (set by the run)")
+    budget_constant_share: float = option(
+        0.0, "the share of the schedule at the initial lr, n_epochs / (n_epochs + n_epochs_decay) as configured: "
+             "--time_budget splits the epochs of every length it fits by it (set by the run)")
     save_epoch_freq: int = option(5, "keep the generator and discriminator weights every this many epochs")
     save_latest_freq: int = option(5000, "save the resumable latest checkpoint every this many iterations (also at every epoch end)")
     print_freq: int = option(100, "write the losses to metrics.jsonl every this many iterations")
@@ -428,9 +431,10 @@ def validate(config: ExperimentConfig) -> None:
                          f"{t.lambda_NCE}, {t.num_patches}, {t.nce_T}")
     if t.lambda_NCE > 0 and not m.netG.startswith("resnet"):
         raise ValueError(f"--lambda_NCE compares the encoder features of a ResNet generator, not of --netG {m.netG}")
-    if t.budget_iters < 0 or t.budget_from_iter < 0 or not 0.0 <= t.budget_from_progress <= 1.0:
-        raise ValueError(f"budget_iters and budget_from_iter must be 0 or more and budget_from_progress in [0, 1], got "
-                         f"{t.budget_iters}, {t.budget_from_iter}, {t.budget_from_progress}")
+    shares = (t.budget_from_progress, t.budget_constant_share)
+    if t.budget_iters < 0 or t.budget_from_iter < 0 or not all(0.0 <= share <= 1.0 for share in shares):
+        raise ValueError(f"budget_iters and budget_from_iter must be 0 or more, budget_from_progress and "
+                         f"budget_constant_share in [0, 1]; got {t.budget_iters}, {t.budget_from_iter}, {shares}")
     positive = {"ngf": m.ngf, "ndf": m.ndf, "crop_size": d.crop_size, "load_size": d.load_size,
                 "batch_size": t.batch_size, "print_freq": t.print_freq, "display_freq": t.display_freq,
                 "save_epoch_freq": t.save_epoch_freq, "save_latest_freq": t.save_latest_freq,

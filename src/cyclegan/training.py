@@ -321,11 +321,13 @@ class Trainer:
         in the ratio of n_epochs to n_epochs_decay, and the rest of the lr schedule (the share not yet done, of the
         configured epochs or of an earlier length) is spread over the iterations up to it, so the lr never jumps."""
         t = self.config.train
-        refit = {"budget_from_iter": self.total_iters, "budget_from_progress": self.schedule_share()}
+        # The configured split, kept from the first fit on: each refit re-rounding the last one's split would drift.
+        share = t.budget_constant_share if t.budget_iters else t.n_epochs / (t.n_epochs + t.n_epochs_decay)
         epochs = max(1, -(-iterations // max(1, self.iters_per_epoch)))
-        constant = min(epochs, round(epochs * t.n_epochs / (t.n_epochs + t.n_epochs_decay)))
-        self.config = replace(self.config, train=replace(t, budget_iters=max(1, iterations), n_epochs=constant,
-                                                         n_epochs_decay=epochs - constant, **refit))
+        constant = min(epochs, round(epochs * share))
+        self.config = replace(self.config, train=replace(
+            t, budget_iters=max(1, iterations), n_epochs=constant, n_epochs_decay=epochs - constant,
+            budget_constant_share=share, budget_from_iter=self.total_iters, budget_from_progress=self.schedule_share()))
 
     @property
     def used_lr(self) -> float:
