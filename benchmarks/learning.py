@@ -14,8 +14,8 @@ the held-out crops against their true winter look, next to doing nothing (the in
 Learning curves (--curve): for every task and recipe, trains for up to --minutes of wall-clock time
 and scores the held-out crops at fixed moments of training time (the scoring itself is not
 counted, by the curve's clock nor by the run's --time_budget). Also computed: doing nothing, the
-ceiling of the best per-pixel colour mapping fitted to the ground truth itself, the unpaired colour transfer (trainA's colours matched to trainB's), the
-truth in B's colours (T(a) recoloured so that T(trainA) takes trainB's colour distribution: what an
+ceiling of the best per-pixel colour mapping fitted to the ground truth itself, the unpaired colour
+transfer (trainA's colours matched to trainB's), the truth in B's colours (T(a) recoloured so that T(trainA) takes trainB's colour distribution: what an
 otherwise perfect learner that matches domain B scores) and the checkerboard test (the spectrum's peak
 at the upsampling strides, 2 and 4 pixels) of the final translations. Writes curves.png, curves.json
 and a Markdown table:

@@ -99,7 +99,7 @@ def test_a_rate_that_changes_after_the_timing_is_timed_again_and_the_schedule_ne
     monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: next(readings)))
     trainer = Trainer(budget_run(tiny_config, "retimed", time_budget="40s", warmup_iters=0))
     shares = []
-    fit(trainer, show_progress=False, callback=lambda t: shares.append((t.schedule_epoch() - 1) / t.total_epochs) and False)
+    fit(trainer, show_progress=False, callback=lambda t: shares.append(t.schedule_share()) and False)
     # fixed at iteration 23 (11.5 s, 2 it/s: 80), timed again at half the budget (iteration 56, 20 s, 4 it/s: 136)
     # and at three quarters (iteration 96, 30 s: 136 still), which ends at the 40th second
     assert trainer.total_iters == trainer.config.train.budget_iters == 136
