@@ -100,6 +100,9 @@ CURVE_RUNS = {
     # The cycle weight at a third early, when the generators must leave the identity together, rising to the
     # paper's 10 by half the schedule, when they are each other's inverse and the full weight holds the content.
     "fast_cycle_ramp": {**FAST, "lambda_cycle_start": 0.3, "lambda_cycle_ramp": 0.5},
+    # The paper's cycle weight, as a smooth L1: the pull on a cycle error below 0.1 fades with it, so the kink
+    # of the L1 at zero no longer pins both generators to the identity, and large errors are held as before.
+    "fast_cycle_smooth": {**FAST, "cycle_beta": 0.1},
     # The one-sided CUT model with the fast bundle (its lambda_NCE, pool and identity PatchNCE beneath), and FastCUT.
     "cut": {**FAST, "model": "cut"},
     "fastcut": {**FAST, "model": "cut", "CUT_mode": "FastCUT"},
@@ -113,7 +116,7 @@ COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 
            "pix2pix_fast": (230, 140, 0), "fast_paired": (0, 170, 190), "fast_paired_data": (120, 120, 60),
            "fast_nce": (220, 40, 140), "fast_msd": (90, 90, 90), "fast_colour1": (170, 110, 200), "cut": (0, 120, 90), "fastcut": (150, 200, 40),
            "fast_cycle3": (240, 90, 20), "fast_cycle5": (250, 160, 110), "fast_cycle3_colour1": (200, 170, 0),
-           "fast_cycle_ramp": (120, 60, 20)}
+           "fast_cycle_ramp": (120, 60, 20), "fast_cycle_smooth": (60, 160, 160)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""--lambda_cycle_start / --lambda_cycle_ramp: the cycle weights rise over a share of the schedule; identity untouched."""
+"""--lambda_cycle_start / --lambda_cycle_ramp: the cycle weights rise over a share of the schedule; identity untouched.
+--cycle_beta: the cycle terms as a smooth L1."""
 
 from __future__ import annotations
 
@@ -41,8 +42,24 @@ def test_without_a_ramp_the_cycle_weights_are_the_papers_throughout(tiny_config)
     assert [at_share(trainer, epoch) for epoch in (1, 2, 3)] == [1.0, 1.0, 1.0]
 
 
+def test_a_cycle_beta_makes_the_trainers_cycle_terms_smooth_l1(tiny_config):
+    model = Trainer(tiny_config(lambda_A=8.0, cycle_beta=0.2)).model
+    generator = torch.Generator().manual_seed(1)
+    a, b = (torch.rand(1, 3, 32, 32, generator=generator) * 2 - 1 for _ in range(2))
+    with torch.no_grad():
+        images = model.translate_both(a, b)
+        error = (images["rec_a"] - a).abs()
+        smooth = torch.where(error < 0.2, 0.5 * error**2 / 0.2, error - 0.1).mean()
+        cycle_a = model.generator_losses(images)["cycle_A"]
+    assert float(cycle_a) == pytest.approx(8.0 * float(smooth), rel=1e-5)
+    assert float(cycle_a) < 8.0 * float(error.mean())  # not the L1
+
+
 @pytest.mark.parametrize("options,match", [({"lambda_cycle_ramp": 1.5}, "lambda_cycle_ramp"),
-                                           ({"lambda_cycle_start": -0.1}, "lambda_cycle_start")])
+                                           ({"lambda_cycle_start": -0.1}, "lambda_cycle_start"),
+                                           ({"cycle_beta": -0.1}, "cycle_beta"),
+                                           ({"model": "cut", "lambda_NCE": 1.0, "lambda_identity": 0,
+                                             "cycle_beta": 0.1}, "cycle_beta")])
 def test_a_ramp_outside_the_schedule_or_a_negative_start_is_refused(options, match):
     with pytest.raises(ValueError, match=match):
         build_experiment(options)

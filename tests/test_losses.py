@@ -34,6 +34,16 @@ def test_cycle_and_identity_are_weighted_mean_l1():
     assert identity_loss(a, b, 5.0).item() == pytest.approx(5 * 0.5)
 
 
+def test_a_smooth_cycle_loss_is_quadratic_below_beta_and_l1_beyond():
+    reconstructed = torch.tensor([0.05, 1.0, -1.0, 0.5], requires_grad=True)
+    real = torch.tensor([0.0, 0.0, -1.0, 0.0])
+    loss = cycle_loss(reconstructed, real, 10.0, beta=0.1)  # errors 0.05 (below beta), 1.0, 0, 0.5
+    assert loss.item() == pytest.approx(10 * (0.5 * 0.05**2 / 0.1 + (1.0 - 0.05) + 0 + (0.5 - 0.05)) / 4)
+    loss.backward()
+    # the pull on the small error is half the L1's (0.05 / 0.1); the large errors get the L1's full pull
+    assert reconstructed.grad.tolist() == pytest.approx([10 * 0.5 / 4, 10 / 4, 0.0, 10 / 4])
+
+
 def test_gan_loss_gradient_flows_to_prediction():
     pred = PRED.clone().requires_grad_()
     GANLoss("lsgan")(pred, True).backward()

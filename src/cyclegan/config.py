@@ -156,6 +156,10 @@ class TrainConfig:
                            "Wasserstein with gradient penalty (lambda_gp)", choices=GAN_MODES)
     lambda_A: float = option(10.0, "weight of the cycle loss A -> B -> A")
     lambda_B: float = option(10.0, "weight of the cycle loss B -> A -> B")
+    cycle_beta: float = option(
+        0.0, "0 = the cycle loss is L1 (the paper); > 0 = smooth L1 with this beta (on the [-1, 1] scale): an error "
+             "below beta is pulled in proportion to its size, so small cycle errors no longer hold both generators "
+             "at the identity with the full weight; larger errors are pulled as by the L1")
     lambda_identity: float = option(0.5, "weight of the identity loss, relative to lambda_A / lambda_B (0 = off)")
     lambda_colour: float = option(
         0.0, "weight of the colour-moment loss: the mean and covariance of the colours of the generated images "
@@ -448,7 +452,8 @@ def validate(config: ExperimentConfig) -> None:
                     "max_dataset_size": d.max_dataset_size, "n_epochs": t.n_epochs,
                     "n_epochs_decay": t.n_epochs_decay, "lambda_identity": t.lambda_identity,
                     "warmup_iters": t.warmup_iters, "lambda_identity_decay_iters": t.lambda_identity_decay_iters,
-                    "lambda_colour_decay_iters": t.lambda_colour_decay_iters, "lambda_cycle_start": t.lambda_cycle_start}
+                    "lambda_colour_decay_iters": t.lambda_colour_decay_iters, "lambda_cycle_start": t.lambda_cycle_start,
+                    "cycle_beta": t.cycle_beta}
     for key, value in non_negative.items():
         if value < 0:
             raise ValueError(f"option {key!r} must not be negative, got {value}")
@@ -504,7 +509,8 @@ def validate_model(config: ExperimentConfig) -> None:
                          f"--model {model}")
     if model == "cycle_gan":
         return
-    cycle_only = {"lambda_identity": t.lambda_identity, "lambda_colour": t.lambda_colour, "lambda_paired": t.lambda_paired}
+    cycle_only = {"lambda_identity": t.lambda_identity, "lambda_colour": t.lambda_colour, "lambda_paired": t.lambda_paired,
+                  "cycle_beta": t.cycle_beta}
     if model == "pix2pix":
         cycle_only["lambda_NCE"] = t.lambda_NCE
     given = [key for key, value in cycle_only.items() if value > 0]

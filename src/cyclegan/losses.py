@@ -36,8 +36,11 @@ class GANLoss(nn.Module):
         return F.binary_cross_entropy_with_logits(prediction, target)
 
 
-def cycle_loss(reconstructed: torch.Tensor, real: torch.Tensor, weight: float) -> torch.Tensor:
-    """weight * mean |F(G(x)) - x|."""
+def cycle_loss(reconstructed: torch.Tensor, real: torch.Tensor, weight: float, beta: float = 0.0) -> torch.Tensor:
+    """weight * mean |F(G(x)) - x| (the paper), or with ``beta`` > 0 the smooth L1 of that error: quadratic
+    below beta, so its pull on an error fades as the error does, and the L1's beyond it."""
+    if beta > 0:
+        return weight * F.smooth_l1_loss(reconstructed, real, beta=beta)
     return weight * F.l1_loss(reconstructed, real)
 
 
