@@ -382,8 +382,8 @@ def replot_main(args) -> None:
     """Table and plot again from a curves.json (references recomputed when --data holds the tasks)."""
     results = json.loads(args.from_json.read_text())
     for task, entry in results.items():
-        if args.data and data_folder(args.data, task, args.scenes).is_dir():
-            entry["references"] = references(data_folder(args.data, task, args.scenes), task)
+        if args.data and data_folder(args.data, task, args.scenes, args.size).is_dir():
+            entry["references"] = references(data_folder(args.data, task, args.scenes, args.size), task)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "curves.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(results, args.output)
@@ -403,20 +403,28 @@ def share_content(dataroot: Path, task: str) -> None:
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "shared_content": True}))
 
 
-def data_folder(folder: Path, task: str, scenes: int) -> Path:
+def data_folder(folder: Path, task: str, scenes: int, size: int = 64) -> Path:
     """Where the data of ``task`` lie under ``folder``: a procedural task of another scene count than
-    SCENE_COUNT has a folder of its own (``data_162_scenes``), so that they are never mistaken for each other."""
+    SCENE_COUNT, or any task at another crop size than 64 px, has a folder of its own (``data_162_scenes``,
+    ``data_128px``), so that they are never mistaken for each other."""
     scaled = task in NEW_TASKS and scenes != SCENE_COUNT
-    return folder / task / (f"data_{scenes}_scenes" if scaled else "data")
+    name = f"data_{scenes}_scenes" if scaled else "data"
+    return folder / task / (f"{name}_{size}px" if size != 64 else name)
 
 
-def task_data(folder: Path, task: str, scenes: int) -> Path:
+def task_data(folder: Path, task: str, scenes: int, size: int = 64) -> Path:
     """Build (or find) the data of ``task`` under ``folder``; the procedural tasks from ``scenes`` scenes
-    spread over the same crop counts."""
+    spread over the same crop counts; crops of ``size`` px (a multiple of 64) from photos scaled with them."""
+    where, scale = data_folder(folder, task, scenes, size), size // 64
     if task not in NEW_TASKS:
-        return build_demo_dataset(data_folder(folder, task, scenes), task=TASKS[task])
+        return build_demo_dataset(where, task=TASKS[task], scale=scale)
     variant, crops = with_scenes(NEW_TASKS[task], scenes)
-    return build_demo_dataset(data_folder(folder, task, scenes), task=variant, **crops)
+    return build_demo_dataset(where, task=variant, scale=scale, **crops)
+
+
+def size_options(size: int) -> dict:
+    """The crop options of every run at ``size`` px: random ``size`` crops of training crops an eighth larger."""
+    return {"load_size": size * 9 // 8, "crop_size": size} if size != 64 else {}
 
 
 def curves_main(args, changes: dict) -> None:
@@ -426,7 +434,7 @@ def curves_main(args, changes: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = args.data or tmp  # --data keeps the data and the runs for a look afterwards
         for task in args.tasks:
-            dataroot = task_data(Path(tmp), task, args.scenes)
+            dataroot = task_data(Path(tmp), task, args.scenes, args.size)
             if args.shared_content:
                 share_content(dataroot, task)
             results[task] = {"references": references(dataroot, task), "recipes": {}}
@@ -446,7 +454,7 @@ def curves_main(args, changes: dict) -> None:
 def single_run_main(args, changes: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         task = args.tasks[0]  # one run: the first task named (winter unless --tasks says otherwise)
-        dataroot = task_data(args.data or Path(tmp), task, args.scenes)
+        dataroot = task_data(args.data or Path(tmp), task, args.scenes, args.size)
         if args.shared_content:
             share_content(dataroot, task)
         runs = args.data / task / "runs" if args.data else tmp  # --data keeps the run for a look afterwards
@@ -480,8 +488,11 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=SCENE_COUNT,
                         help="how many procedural scenes the new tasks are built from (same crop counts)")
     parser.add_argument("--shared_content", action="store_true", help="trainB = the transform of trainA's own crops")
+    parser.add_argument("--size", type=int, default=64, choices=(64, 128, 192, 256),
+                        help="crop size in pixels: the photos (and scenes) are scaled with it, so a crop shows the same "
+                             "share of a scene; the networks stay as the recipe has them")
     args = parser.parse_args()
-    changes = dict(item.partition("=")[::2] for item in args.option)
+    changes = {**size_options(args.size), **dict(item.partition("=")[::2] for item in args.option)}
     print(describe_machine(), flush=True)
     if args.from_json:
         replot_main(args)

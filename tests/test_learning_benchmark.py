@@ -149,3 +149,17 @@ def test_more_scenes_give_domains_of_the_same_colours_with_the_same_crop_counts(
         assert len(names) == 486 and len({n.rsplit("_", 1)[0] for n in names}) == scenes
         offsets[scenes] = np.abs(mean_colour(root / "trainB") - mean_colour(root / "trainA", NEW_TASKS["dusk"].transform)).max()
     assert offsets[18] > 0.03 and offsets[162] < 0.01
+
+
+def test_a_larger_size_scales_the_photos_with_the_crops_in_a_folder_of_its_own(learning, tmp_path):
+    """--size 128: 144-px training crops and 128-px held-out crops, from photos scaled by two, so a crop shows
+    the scene's share that a 64-px crop shows at the default size; the runs train on 128-px crops of them."""
+    small, large = (learning.task_data(tmp_path, "winter", 18, size) for size in (64, 128))
+    assert large == tmp_path / "winter" / "data_128px" and small == tmp_path / "winter" / "data"
+    for root, train, test in ((small, 72, 64), (large, 144, 128)):
+        assert {Image.open(p).size for p in (root / "trainB").iterdir()} == {(train, train)}
+        assert {Image.open(p).size for p in (root / "testA_truth").iterdir()} == {(test, test)}
+    assert sorted(p.name for p in (small / "trainA").iterdir()) == sorted(p.name for p in (large / "trainA").iterdir())
+    pixel_std = np.asarray(Image.open(next((large / "testA").iterdir())).convert("RGB"), np.float64).std()
+    assert pixel_std > 5  # real content, not an empty corner
+    assert learning.size_options(128) == {"load_size": 144, "crop_size": 128} and learning.size_options(64) == {}

@@ -86,10 +86,14 @@ def skimage_photo_folder() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
-def _scaled_photo(folder: Path, name: str) -> Image.Image:
+def _scaled_photo(folder: Path, name: str, short_side: int = SHORT_SIDE) -> Image.Image:
     with Image.open(folder / name) as image:
         image = image.convert("RGB")
-    scale = SHORT_SIDE / min(image.size)
+    return _to_short_side(image, short_side)
+
+
+def _to_short_side(image: Image.Image, short_side: int) -> Image.Image:
+    scale = short_side / min(image.size)
     return image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
 
 
@@ -114,9 +118,12 @@ def _columns(width: int, start: float, stop: float) -> tuple[int, int]:
 
 
 def build_demo_dataset(root: str | Path, *, train_per_photo: int = 27, test_per_photo: int = 5, seed: int = 0,
-                       task: str | Task = "winter") -> Path:
+                       task: str | Task = "winter", scale: int = 1) -> Path:
     """Write trainA, trainB, testA, testB and testA_truth of ``task`` (a name in ``TASKS``, or a
-    ``Task`` such as the benchmarks' etching) under ``root`` (skipped when already built)."""
+    ``Task`` such as the benchmarks' etching) under ``root`` (skipped when already built).
+
+    ``scale`` multiplies the photos' short side and both crop sizes (2: 144-px training crops and 128-px
+    held-out ones, from photos of a 512-px short side), so a larger crop shows the same share of a photo."""
     from .models.layers import lookup
 
     chosen = task if isinstance(task, Task) else lookup(TASKS, task, "task")
@@ -125,6 +132,8 @@ def build_demo_dataset(root: str | Path, *, train_per_photo: int = 27, test_per_
     recipe = {"version": DEMO_DATA_VERSION, "train_per_photo": train_per_photo, "test_per_photo": test_per_photo, "seed": seed}
     if chosen.name != "winter":  # the winter marker stays as it was, so that built demo data is not rebuilt
         recipe["task"] = chosen.name
+    if scale != 1:
+        recipe["scale"] = scale
     if marker.is_file() and json.loads(marker.read_text()) == recipe:
         return root
     folder = None if chosen.source else skimage_photo_folder()
@@ -133,19 +142,24 @@ def build_demo_dataset(root: str | Path, *, train_per_photo: int = 27, test_per_
         (root / sub).mkdir(parents=True, exist_ok=True)
         for old in (root / sub).glob("*.png"):
             old.unlink()
+    train_crop, test_crop = TRAIN_CROP * scale, TEST_CROP * scale
     for name in chosen.photos:
-        photo = chosen.source(name) if chosen.source else _scaled_photo(folder, name)
+        if chosen.source:
+            photo = chosen.source(name)
+            photo = _to_short_side(photo, min(photo.size) * scale) if scale != 1 else photo
+        else:
+            photo = _scaled_photo(folder, name, SHORT_SIDE * scale)
         stem = Path(name).stem
         a_region, test_region, b_region = (_columns(photo.width, *part) for part in REGIONS)
-        for i, crop in enumerate(_random_crops(photo, train_per_photo, TRAIN_CROP, a_region, rng)):
+        for i, crop in enumerate(_random_crops(photo, train_per_photo, train_crop, a_region, rng)):
             crop.save(root / "trainA" / f"{stem}_{i:03d}.png")
-        for i, crop in enumerate(_random_crops(photo, test_per_photo, TEST_CROP, test_region, rng)):
+        for i, crop in enumerate(_random_crops(photo, test_per_photo, test_crop, test_region, rng)):
             crop.save(root / "testA" / f"{stem}_{i:03d}.png")
             chosen.transform(crop).save(root / "testA_truth" / f"{stem}_{i:03d}.png")
         transformed = chosen.transform(photo)
-        for i, crop in enumerate(_random_crops(transformed, train_per_photo, TRAIN_CROP, b_region, rng)):
+        for i, crop in enumerate(_random_crops(transformed, train_per_photo, train_crop, b_region, rng)):
             crop.save(root / "trainB" / f"{stem}_{i:03d}.png")
-        for i, crop in enumerate(_random_crops(transformed, test_per_photo, TEST_CROP, b_region, rng)):
+        for i, crop in enumerate(_random_crops(transformed, test_per_photo, test_crop, b_region, rng)):
             crop.save(root / "testB" / f"{stem}_{i:03d}.png")
     marker.write_text(json.dumps(recipe))
     return root
