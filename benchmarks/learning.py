@@ -39,6 +39,10 @@ redoes only its curves and keeps the paper's.
 unpaired: the pairing of A and B images stays random), so both domains show the same content. It works
 in the one-run mode too; there --data also keeps the run (DATA/TASK/runs/learning) for a look afterwards.
 
+--size 128 builds every task at twice the crop size (144-px training crops, 128-px held-out ones), from
+photos and scenes scaled by two, in a data folder of its own (TASK/data_128px), and trains on 128-px crops;
+the networks stay as each recipe has them.
+
 --from_json FILE --data DATA redraws the table and plot of FILE with the references recomputed from
 the tasks' data under DATA (as an earlier --curve --data DATA left it).
 """
@@ -103,6 +107,10 @@ CURVE_RUNS = {
     # The paper's cycle weight, as a smooth L1: the pull on a cycle error below 0.1 fades with it, so the kink
     # of the L1 at zero no longer pins both generators to the identity, and large errors are held as before.
     "fast_cycle_smooth": {**FAST, "cycle_beta": 0.1},
+    # Smooth while the generators leave the identity, the L1 again from half the schedule on: on winter the smooth
+    # loss found the tone in 2 minutes, then lost detail for the rest of the run, which the L1's hold on small
+    # errors prevents.
+    "fast_cycle_smooth_decay": {**FAST, "cycle_beta": 0.1, "cycle_beta_decay": 0.5},
     # The one-sided CUT model with the fast bundle (its lambda_NCE, pool and identity PatchNCE beneath), and FastCUT.
     "cut": {**FAST, "model": "cut"},
     "fastcut": {**FAST, "model": "cut", "CUT_mode": "FastCUT"},
@@ -116,7 +124,8 @@ COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 
            "pix2pix_fast": (230, 140, 0), "fast_paired": (0, 170, 190), "fast_paired_data": (120, 120, 60),
            "fast_nce": (220, 40, 140), "fast_msd": (90, 90, 90), "fast_colour1": (170, 110, 200), "cut": (0, 120, 90), "fastcut": (150, 200, 40),
            "fast_cycle3": (240, 90, 20), "fast_cycle5": (250, 160, 110), "fast_cycle3_colour1": (200, 170, 0),
-           "fast_cycle_ramp": (120, 60, 20), "fast_cycle_smooth": (60, 160, 160)}
+           "fast_cycle_ramp": (120, 60, 20), "fast_cycle_smooth": (60, 160, 160),
+           "fast_cycle_smooth_decay": (20, 110, 110)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:

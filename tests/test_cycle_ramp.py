@@ -55,9 +55,22 @@ def test_a_cycle_beta_makes_the_trainers_cycle_terms_smooth_l1(tiny_config):
     assert float(cycle_a) < 8.0 * float(error.mean())  # not the L1
 
 
+def test_a_cycle_beta_decay_brings_the_l1_back_over_its_share_of_the_schedule(tiny_config):
+    trainer = Trainer(tiny_config(cycle_beta=0.2, cycle_beta_decay=0.5))
+    betas = []
+    for epoch in (1, 2, 3):  # the schedule's share is 0, 1/3 and 2/3 at their starts
+        at_share(trainer, epoch)
+        betas.append(trainer.model.cycle_beta)
+    assert betas == pytest.approx([0.2, 0.2 * (1 - (1 / 3) / 0.5), 0.0])
+    constant = Trainer(tiny_config(cycle_beta=0.2))
+    at_share(constant, 3)
+    assert constant.model.cycle_beta == 0.2
+
+
 @pytest.mark.parametrize("options,match", [({"lambda_cycle_ramp": 1.5}, "lambda_cycle_ramp"),
                                            ({"lambda_cycle_start": -0.1}, "lambda_cycle_start"),
                                            ({"cycle_beta": -0.1}, "cycle_beta"),
+                                           ({"cycle_beta_decay": 2.0}, "cycle_beta_decay"),
                                            ({"model": "cut", "lambda_NCE": 1.0, "lambda_identity": 0,
                                              "cycle_beta": 0.1}, "cycle_beta")])
 def test_a_ramp_outside_the_schedule_or_a_negative_start_is_refused(options, match):

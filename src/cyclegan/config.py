@@ -160,6 +160,9 @@ class TrainConfig:
         0.0, "0 = the cycle loss is L1 (the paper); > 0 = smooth L1 with this beta (on the [-1, 1] scale): an error "
              "below beta is pulled in proportion to its size, so small cycle errors no longer hold both generators "
              "at the identity with the full weight; larger errors are pulled as by the L1")
+    cycle_beta_decay: float = option(
+        0.0, "the share of the schedule (0-1) over which cycle_beta falls linearly to 0, the L1 (0 = constant): smooth "
+             "early, while both generators leave the identity, and the L1's hold on small errors once they have")
     lambda_identity: float = option(0.5, "weight of the identity loss, relative to lambda_A / lambda_B (0 = off)")
     lambda_colour: float = option(
         0.0, "weight of the colour-moment loss: the mean and covariance of the colours of the generated images "
@@ -457,8 +460,9 @@ def validate(config: ExperimentConfig) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ValueError(f"option {key!r} must not be negative, got {value}")
-    if not 0 <= t.lambda_cycle_ramp <= 1:
-        raise ValueError(f"option 'lambda_cycle_ramp' is a share of the schedule, in [0, 1]; got {t.lambda_cycle_ramp}")
+    for key in ("lambda_cycle_ramp", "cycle_beta_decay"):
+        if not 0 <= getattr(t, key) <= 1:
+            raise ValueError(f"option {key!r} is a share of the schedule, in [0, 1]; got {getattr(t, key)}")
     if not 0 <= t.ema_decay < 1:
         raise ValueError(f"option 'ema_decay' must be in [0, 1), got {t.ema_decay}")
     if t.n_epochs + t.n_epochs_decay < 1:

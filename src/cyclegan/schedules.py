@@ -52,6 +52,11 @@ def ramp_factor(share: float, *, start: float, over: float) -> float:
     return 1.0 if over <= 0 else start + (1.0 - start) * min(1.0, share / over)
 
 
+def fade_factor(share: float, *, over: float) -> float:
+    """From 1 linearly down to 0 over the first ``over`` share of the run, 0 after it (``over`` 0: always 1)."""
+    return 1.0 if over <= 0 else max(0.0, 1.0 - share / over)
+
+
 def ema_weight(iteration: int, *, decay: float) -> float:
     """The EMA decay used at ``iteration`` (from 0): min(decay, (1 + n) / (10 + n)).
 

@@ -30,7 +30,7 @@ from .image_pool import ImagePool
 from .losses import ColourSums, add_sums, colour_moments, colour_sums
 from .objective import (ConditionalDiscriminatorSide, CycleGAN, DiscriminatorSide, GeneratorSide, build_objective,
                         set_requires_grad)
-from .schedules import LR_FACTORS, Plateau, ema_weight, linear_decay, ramp_factor, warmup_factor
+from .schedules import LR_FACTORS, Plateau, ema_weight, fade_factor, linear_decay, ramp_factor, warmup_factor
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +347,7 @@ class Trainer:
         self.model.lambda_identity = t.lambda_identity * linear_decay(self.total_iters, decay_iters=t.lambda_identity_decay_iters)
         self.model.lambda_colour = t.lambda_colour * linear_decay(self.total_iters, decay_iters=t.lambda_colour_decay_iters)
         self.model.cycle_share = ramp_factor(self.schedule_share(), start=t.lambda_cycle_start, over=t.lambda_cycle_ramp)
+        self.model.cycle_beta = t.cycle_beta * fade_factor(self.schedule_share(), over=t.cycle_beta_decay)
 
     # ---- state ---------------------------------------------------------------------------
 
