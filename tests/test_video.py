@@ -172,11 +172,16 @@ def test_smooth_statistics_follow_the_frames_and_start_again_at_a_cut():
     def run(frames, **options):
         return translate_arrays(translator, frames, VideoOptions(**options))
 
+    def levels_apart(a: np.ndarray, b: np.ndarray) -> int:
+        return int(np.abs(a.astype(np.int16) - b).max())
+
+    # The smooth path measures the statistics by its own sums, the frame path by the norm layer: the two
+    # round differently, by one grey level on a pixel or so depending on the CPU's kernels.
     per_frame = run(first + second, temporal_stats="frame")
-    assert all(np.array_equal(a, b) for a, b in zip(run(first + second, temporal_stats="smooth", smooth_momentum=0.0),
-                                                    per_frame))  # no memory: each frame's own statistics
+    no_memory = run(first + second, temporal_stats="smooth", smooth_momentum=0.0)
+    assert max(levels_apart(a, b) for a, b in zip(no_memory, per_frame)) <= 1  # each frame's own statistics
     smooth = run(first + second, temporal_stats="smooth", smooth_momentum=0.9)
-    assert np.array_equal(smooth[0], per_frame[0]) and not np.array_equal(smooth[1], per_frame[1])
+    assert levels_apart(smooth[0], per_frame[0]) <= 1 and levels_apart(smooth[1], per_frame[1]) > 10
     after_cut = run(second, temporal_stats="smooth", smooth_momentum=0.9)
     assert all(np.array_equal(a, b) for a, b in zip(smooth[4:], after_cut))  # nothing carried over the cut
     clip = run(first + second, temporal_stats="clip")
