@@ -127,7 +127,9 @@ PAIRED_FRACTION = 0.1
 MINUTE_MARKS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
 COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 40, 170), "pix2pix": (20, 140, 60),
            "pix2pix_fast": (230, 140, 0), "fast_paired": (0, 170, 190), "fast_paired_data": (120, 120, 60),
-           "fast_nce": (220, 40, 140), "fast_msd": (90, 90, 90), "fast_colour1": (170, 110, 200), "fast_colour1_decay": (110, 60, 160), "fast_colour1_decay1600": (80, 30, 120), "cut": (0, 120, 90), "fastcut": (150, 200, 40),
+           "fast_nce": (220, 40, 140), "fast_msd": (90, 90, 90), "fast_colour1": (170, 110, 200),
+           "fast_colour1_decay": (110, 60, 160), "fast_colour1_decay1600": (80, 30, 120),
+           "cut": (0, 120, 90), "fastcut": (150, 200, 40),
            "fast_cycle3": (240, 90, 20), "fast_cycle5": (250, 160, 110), "fast_cycle3_colour1": (200, 170, 0),
            "fast_cycle_ramp": (120, 60, 20), "fast_cycle_smooth": (60, 160, 160),
            "fast_cycle_smooth_decay": (20, 110, 110)}
