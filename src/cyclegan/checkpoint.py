@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .config import ExperimentConfig, flatten_config_dict
+from .devices import settle_cpu_maths
 from .hub import HubModel, fetch_checkpoint, is_hub_name
 from .models import generator_for
 from .names import GENERATOR_FOR_DIRECTION, ONE_WAY_MODELS
@@ -188,6 +189,7 @@ class Checkpoint:
         """The trained generator for ``direction`` (AtoB = G_A, BtoA = G_B) in eval mode: its moving
         average when the run kept one, unless ``ema`` is False. Its input channels are
         ``config.model.generator_channels(direction)[0]``."""
+        settle_cpu_maths()  # so that the first image translated is as exact as the next
         net = generator_for(self.config.model, direction)
         self.load_network(generator_name(self, direction, ema=ema), net)
         return net.to(device).eval()

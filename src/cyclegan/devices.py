@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -18,6 +19,27 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
     return device
+
+
+# The element-wise maths that ATen hands to MKL's vector library (VML) on CPU.
+VML_OPS = ("acos", "asin", "atan", "cos", "cosh", "erf", "erfc", "erfinv", "exp", "expm1", "log", "log10",
+           "log1p", "log2", "sin", "sinh", "sqrt", "rsqrt", "tan", "tanh", "sigmoid", "reciprocal")
+
+
+@functools.cache
+def settle_cpu_maths() -> None:
+    """Call each VML-backed op once, on one element and so on one thread, before any run uses them.
+
+    MKL picks each VML function's kernel on its first call. When that first call comes from several
+    intra-op threads at once, one thread can compute its whole chunk with a low-accuracy kernel
+    (pytorch/pytorch#188792): tanh off by up to 8e-5 for half the image. That made the first
+    iteration of a fresh process differ now and then, so a resumed run could not end bit for bit
+    where an uninterrupted one ends. Once resolved, later calls use the accurate kernel.
+    """
+    for dtype in (torch.float32, torch.float64):
+        one = torch.full((1,), 0.5, dtype=dtype)
+        for name in VML_OPS:
+            getattr(torch, name)(one)
 
 
 OFFICIAL_DATA_WORKERS = 4  # the official --num_threads default

@@ -23,7 +23,7 @@ from torch import nn
 from .checkpoint import EMA_SUFFIX, LATEST, Checkpoint, save_checkpoint
 from .config import ExperimentConfig, build_experiment
 from .data import UnpairedDataset
-from .devices import autocast, check_precision, memory_format, pick_device, resolve_precision
+from .devices import autocast, check_precision, memory_format, pick_device, resolve_precision, settle_cpu_maths
 from .distributed import SINGLE, Distributed, device_for, sync_batch_norm
 from .hub import is_hub_name
 from .image_pool import ImagePool
@@ -123,6 +123,7 @@ class Trainer:
         self.memory_format = memory_format(self.device, t.memory_format)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest kernels once
+        settle_cpu_maths()
         seed_everything(t.seed)
         self.model = build_objective(config)
         if distributed.enabled and "batch" in (config.model.norm, config.model.norm_D):
