@@ -2,8 +2,8 @@
 
 MKL resolves each vector-maths (VML) kernel on its first call; when that first call runs on several
 threads at once, one thread can compute its chunk with a low-accuracy kernel (pytorch/pytorch#188792).
-It struck about one fresh process in eight on the AMX Xeon, and made a killed-and-resumed run end a
-few bits away from the uninterrupted one. ``settle_cpu_maths`` resolves every kernel on one thread first.
+It made a killed-and-resumed run end a few bits away from the uninterrupted one now and then (the
+README's resume section gives the rate). ``settle_cpu_maths`` resolves every kernel on one thread first.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.numerics
 
 # A fresh process gets one chance at the race, its first VML call: here sin on 3,072 elements, which
 # ATen splits between the two threads. The children run one after another: run side by side on two
-# cores, their threads seldom overlap, and the race did not strike once in 128 such processes.
+# cores, their threads seldom overlap and the race seldom strikes.
 CHILD = r"""
 import torch
 from cyclegan.devices import settle_cpu_maths
@@ -33,8 +33,8 @@ later = [torch.sin(x) for _ in range(3)][-1]
 print("same" if torch.equal(first, later) else f"differs by {(first - later).abs().max().item():.3g}")
 """
 
-# Unsettled, 8 of 60 fresh processes raced on the AMX Xeon, run from a shell; under pytest this test
-# caught the unsettled code in 1 run of 3. A detector, not a proof: a failure here is never noise.
+# The race strikes a minority of fresh processes, so this detects unsettled code often, not always;
+# a failure here is never noise.
 PROCESSES = 16
 
 
