@@ -16,6 +16,7 @@ import pytest
 
 import cyclegan.checkpoint
 import cyclegan.training
+from cyclegan.run import fit
 from cyclegan.training import Trainer
 
 pytestmark = pytest.mark.numerics
@@ -56,12 +57,9 @@ def test_the_trainer_settles_the_maths_before_it_builds_the_networks(tiny_config
 
 
 def test_a_loaded_generator_is_settled_before_it_translates(tiny_config, monkeypatch):
-    from cyclegan.checkpoint import Checkpoint
-    from cyclegan.run import fit
-
     trainer = Trainer(tiny_config(max_iters=1), device="cpu")
     fit(trainer, show_progress=False)
     calls = []
     monkeypatch.setattr(cyclegan.checkpoint, "settle_cpu_maths", lambda: calls.append("settled"))
-    Checkpoint(trainer.run_dir).generator("AtoB")
+    cyclegan.checkpoint.Checkpoint(trainer.run_dir).generator("AtoB")
     assert calls == ["settled"]

@@ -21,7 +21,8 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-# The element-wise maths that ATen hands to MKL's vector library (VML) on CPU.
+# The element-wise maths that ATen may hand to MKL's vector library (VML) on CPU. Which ones it does
+# varies between torch versions, so the list is generous: a 1-element call of one it does not costs nothing.
 VML_OPS = ("acos", "asin", "atan", "cos", "cosh", "erf", "erfc", "erfinv", "exp", "expm1", "log", "log10",
            "log1p", "log2", "sin", "sinh", "sqrt", "rsqrt", "tan", "tanh", "sigmoid", "reciprocal")
 
@@ -31,10 +32,10 @@ def settle_cpu_maths() -> None:
     """Call each VML-backed op once, on one element and so on one thread, before any run uses them.
 
     MKL picks each VML function's kernel on its first call. When that first call comes from several
-    intra-op threads at once, one thread can compute its whole chunk with a low-accuracy kernel
-    (pytorch/pytorch#188792): tanh off by up to 8e-5 for half the image. That made the first
-    iteration of a fresh process differ now and then, so a resumed run could not end bit for bit
-    where an uninterrupted one ends. Once resolved, later calls use the accurate kernel.
+    intra-op threads at once, one thread can compute its whole chunk (half the image, on two threads)
+    with a low-accuracy kernel (pytorch/pytorch#188792). That made the first iteration of a fresh
+    process differ now and then, so a resumed run could not end bit for bit where an uninterrupted
+    one ends. Once resolved, later calls use the accurate kernel.
     """
     for dtype in (torch.float32, torch.float64):
         one = torch.full((1,), 0.5, dtype=dtype)
