@@ -129,6 +129,19 @@ def test_gaps_judge_a_recipe_by_its_mean_and_its_worst_task(learning):
                                                                                          {"ema_psnr_db": end}]}}}
     summary = learning.gaps({"a": entry(30.0, 27.0), "b": entry(40.0, 31.0)})["fast"]
     assert summary["mean"] == pytest.approx(6.0) and summary["worst"] == "b" and summary["tasks"]["a"] == 3.0
+    assert summary["short_of_target"] == {}  # references without the truth in B's colours judge no target
+
+
+def test_the_data_bound_target_is_the_truth_in_b_colours_less_1_db_and_above_doing_nothing(learning):
+    def entry(nothing, truth_in_b, end):
+        return {"references": {"ceiling_psnr_db": 40.0, "nothing_psnr_db": nothing, "truth_in_b_colours_psnr_db": truth_in_b},
+                "recipes": {"fast": {"points": [{"ema_psnr_db": nothing}, {"ema_psnr_db": end}]}}}
+    results = {"tone": entry(17.0, 23.5, 22.6),  # 0.9 dB under the truth in B's colours: met
+               "cast": entry(17.0, 23.5, 22.0),  # 1.5 dB under it: short by 0.5 dB
+               "texture": entry(24.8, 22.0, 24.8)}  # B's colours lie below doing nothing: level with it is short
+    short = learning.gaps(results)["fast"]["short_of_target"]
+    assert short == {"cast": pytest.approx(0.5), "texture": 0.0}
+    assert "cast (0.50 dB), texture (0.00 dB)" in learning.gap_table(results)
 
 
 def test_more_scenes_give_domains_of_the_same_colours_with_the_same_crop_counts(learning, tmp_path):
