@@ -163,6 +163,9 @@ class TrainConfig:
     cycle_beta_decay: float = option(
         0.0, "the share of the schedule (0-1) over which cycle_beta falls linearly to 0, the L1 (0 = constant): smooth "
              "early, while both generators leave the identity, and the L1's hold on small errors once they have")
+    cycle_beta_blur: int = option(
+        0, "with --cycle_beta: N > 0 makes only the cycle error's local mean over N x N pixels (its tone) smooth L1, "
+           "and the rest of it (the detail) L1 as in the paper; 0 = all of the error smooth")
     lambda_identity: float = option(0.5, "weight of the identity loss, relative to lambda_A / lambda_B (0 = off)")
     lambda_colour: float = option(
         0.0, "weight of the colour-moment loss: the mean and covariance of the colours of the generated images "
@@ -456,10 +459,12 @@ def validate(config: ExperimentConfig) -> None:
                     "n_epochs_decay": t.n_epochs_decay, "lambda_identity": t.lambda_identity,
                     "warmup_iters": t.warmup_iters, "lambda_identity_decay_iters": t.lambda_identity_decay_iters,
                     "lambda_colour_decay_iters": t.lambda_colour_decay_iters, "lambda_cycle_start": t.lambda_cycle_start,
-                    "cycle_beta": t.cycle_beta}
+                    "cycle_beta": t.cycle_beta, "cycle_beta_blur": t.cycle_beta_blur}
     for key, value in non_negative.items():
         if value < 0:
             raise ValueError(f"option {key!r} must not be negative, got {value}")
+    if t.cycle_beta_blur and not t.cycle_beta:
+        raise ValueError("--cycle_beta_blur splits the smooth cycle loss of --cycle_beta: give --cycle_beta too")
     for key in ("lambda_cycle_ramp", "cycle_beta_decay"):
         if not 0 <= getattr(t, key) <= 1:
             raise ValueError(f"option {key!r} is a share of the schedule, in [0, 1]; got {getattr(t, key)}")

@@ -36,12 +36,28 @@ class GANLoss(nn.Module):
         return F.binary_cross_entropy_with_logits(prediction, target)
 
 
-def cycle_loss(reconstructed: torch.Tensor, real: torch.Tensor, weight: float, beta: float = 0.0) -> torch.Tensor:
+def cycle_loss(reconstructed: torch.Tensor, real: torch.Tensor, weight: float, beta: float = 0.0,
+               blur: int = 0) -> torch.Tensor:
     """weight * mean |F(G(x)) - x| (the paper), or with ``beta`` > 0 the smooth L1 of that error: quadratic
-    below beta, so its pull on an error fades as the error does, and the L1's beyond it."""
-    if beta > 0:
+    below beta, so its pull on an error fades as the error does, and the L1's beyond it.
+
+    With ``blur`` = N > 0 as well, only the error's local mean over N x N pixels (its tone) is smooth L1;
+    what is left (its detail) keeps the L1: a global tone can leave the identity without the detail
+    losing the L1's hold on small errors."""
+    if beta <= 0:
+        return weight * F.l1_loss(reconstructed, real)
+    if blur <= 0:
         return weight * F.smooth_l1_loss(reconstructed, real, beta=beta)
-    return weight * F.l1_loss(reconstructed, real)
+    error = reconstructed - real
+    tone = local_mean(error, blur)
+    return weight * (F.smooth_l1_loss(tone, torch.zeros_like(tone), beta=beta) + (error - tone).abs().mean())
+
+
+def local_mean(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The mean over the size x size window around each pixel (reflected at the borders), same shape."""
+    before = size // 2
+    padded = F.pad(images, (before, size - 1 - before, before, size - 1 - before), mode="reflect")
+    return F.avg_pool2d(padded, size, stride=1)
 
 
 def identity_loss(same: torch.Tensor, real: torch.Tensor, weight: float) -> torch.Tensor:

@@ -101,6 +101,7 @@ class CycleGAN(Objective):
         lambda_paired: float = 0.0,
         nce: PatchNCE | None = None,
         cycle_beta: float = 0.0,
+        cycle_beta_blur: int = 0,
     ):
         super().__init__()
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
@@ -116,6 +117,7 @@ class CycleGAN(Objective):
         self.lambda_colour = lambda_colour
         self.cycle_share = 1.0  # of lambda_a and lambda_b, for the cycle terms only (the trainer ramps it)
         self.cycle_beta = cycle_beta
+        self.cycle_beta_blur = cycle_beta_blur
 
     def translate_both(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """fake_b = G(a), rec_a = F(G(a)), fake_a = F(b), rec_b = G(F(b))."""
@@ -133,8 +135,10 @@ class CycleGAN(Objective):
         losses = {
             "G_A": self.gan_loss(self.d_b(images["fake_b"]), True),
             "G_B": self.gan_loss(self.d_a(images["fake_a"]), True),
-            "cycle_A": cycle_loss(images["rec_a"], real_a, self.lambda_a * self.cycle_share, self.cycle_beta),
-            "cycle_B": cycle_loss(images["rec_b"], real_b, self.lambda_b * self.cycle_share, self.cycle_beta),
+            "cycle_A": cycle_loss(images["rec_a"], real_a, self.lambda_a * self.cycle_share, self.cycle_beta,
+                                  self.cycle_beta_blur),
+            "cycle_B": cycle_loss(images["rec_b"], real_b, self.lambda_b * self.cycle_share, self.cycle_beta,
+                                  self.cycle_beta_blur),
         }
         if self.lambda_identity > 0:
             losses["idt_A"] = identity_loss(self.g_ab(real_b), real_b, self.lambda_b * self.lambda_identity)
@@ -402,4 +406,5 @@ def build_cyclegan(config: ExperimentConfig) -> CycleGAN:
         lambda_paired=t.lambda_paired,
         nce=PatchNCE(t.lambda_NCE, t.num_patches, t.nce_T) if t.lambda_NCE > 0 else None,
         cycle_beta=t.cycle_beta,
+        cycle_beta_blur=t.cycle_beta_blur,
     )
