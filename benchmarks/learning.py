@@ -122,6 +122,9 @@ CURVE_RUNS = {
     # Smooth only for the tone, the L1 for the detail, throughout: the smooth loss let winter and dusk leave the
     # identity fast, and held to the end it lost winter's detail; here the detail keeps the L1's hold from the start.
     "fast_cycle_smooth_tone": {**FAST, "cycle_beta": 0.1, "cycle_beta_blur": 8},
+    # The same, with the tone's L1 back by half the schedule: held smooth to the end, winter found its tone in
+    # 2 minutes and then drifted away from it (the SSIM held: the tone drifted, not the detail).
+    "fast_cycle_smooth_tone_decay": {**FAST, "cycle_beta": 0.1, "cycle_beta_blur": 8, "cycle_beta_decay": 0.5},
     # The one-sided CUT model with the fast bundle (its lambda_NCE, pool and identity PatchNCE beneath), and FastCUT.
     "cut": {**FAST, "model": "cut"},
     "fastcut": {**FAST, "model": "cut", "CUT_mode": "FastCUT"},
