@@ -102,6 +102,8 @@ def test_a_cycle_beta_decay_brings_the_l1_back_over_its_share_of_the_schedule(ti
                                            ({"cycle_beta_decay": 2.0}, "cycle_beta_decay"),
                                            ({"cycle_beta_blur": 8}, "cycle_beta_blur"),
                                            ({"cycle_beta": 0.1, "cycle_beta_blur": -1}, "cycle_beta_blur"),
+                                           ({"cycle_beta": 0.1, "cycle_beta_blur": 80, "crop_size": 64},
+                                            "cycle_beta_blur 80 is a window"),
                                            ({"model": "cut", "lambda_NCE": 1.0, "lambda_identity": 0,
                                              "cycle_beta": 0.1}, "cycle_beta")])
 def test_a_ramp_outside_the_schedule_or_a_negative_start_is_refused(options, match):

@@ -465,6 +465,9 @@ def validate(config: ExperimentConfig) -> None:
             raise ValueError(f"option {key!r} must not be negative, got {value}")
     if t.cycle_beta_blur and not t.cycle_beta:
         raise ValueError("--cycle_beta_blur splits the smooth cycle loss of --cycle_beta: give --cycle_beta too")
+    if t.cycle_beta_blur > d.crop_size:
+        raise ValueError(f"--cycle_beta_blur {t.cycle_beta_blur} is a window of pixels: at most --crop_size "
+                         f"({d.crop_size})")
     for key in ("lambda_cycle_ramp", "cycle_beta_decay"):
         if not 0 <= getattr(t, key) <= 1:
             raise ValueError(f"option {key!r} is a share of the schedule, in [0, 1]; got {getattr(t, key)}")
