@@ -65,8 +65,8 @@ from PIL import Image, ImageDraw  # noqa: E402
 from cyclegan.checkpoint import load_generator  # noqa: E402
 from cyclegan.config import build_experiment  # noqa: E402
 from cyclegan.demo import DATA_MARKER, DEMO_OPTIONS, TASKS as DEMO_TASKS, build_demo_dataset, translate_test_crops  # noqa: E402
-from cyclegan.images import find_images, load_image  # noqa: E402
-from cyclegan.metrics import psnr, ssim  # noqa: E402
+from cyclegan.images import find_images, load_image, to_tensor  # noqa: E402
+from cyclegan.metrics import colour_sample, colour_swd_255, l1_255, psnr, ssim  # noqa: E402
 from cyclegan.run import fit  # noqa: E402
 from cyclegan.training import Trainer  # noqa: E402
 
@@ -133,7 +133,7 @@ CURVE_RUNS = {
 # every pair, or the unpaired domains plus PAIRED_FRACTION of the pairs.
 CURVE_DATA = {"pix2pix": "pairs", "pix2pix_fast": "pairs", "fast_paired": "some_pairs", "fast_paired_data": "some_pairs"}
 PAIRED_FRACTION = 0.1
-MINUTE_MARKS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
+MINUTE_MARKS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0)
 COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 40, 170), "pix2pix": (20, 140, 60),
            "pix2pix_fast": (230, 140, 0), "fast_paired": (0, 170, 190), "fast_paired_data": (120, 120, 60),
            "fast_nce": (220, 40, 140), "fast_msd": (90, 90, 90), "fast_colour1": (170, 110, 200),
@@ -224,24 +224,42 @@ class Curve:
         self.points: list[dict] = []
         self.trained = 0.0
         self.mark = time.perf_counter()
+        self.test_b_colours = np.concatenate([colour_sample(to_tensor(load_image(path)))
+                                              for path in find_images(dataroot / "testB")])
 
-    def generators(self, trainer: Trainer) -> dict[str, torch.nn.Module]:
-        nets = {"live": trainer.model.g_ab}
+    def generators(self, trainer: Trainer) -> dict[str, tuple[torch.nn.Module, torch.nn.Module | None]]:
+        """The (A->B, B->A) generators to score: the live ones, and their moving averages where kept."""
+        back = getattr(trainer.model, "g_ba", None)  # a one-way model (CUT) has none
+        nets = {"live": (trainer.model.g_ab, back)}
         if trainer.ema:
-            nets["ema"] = trainer.ema["g_ab_ema"]
+            nets["ema"] = (trainer.ema["g_ab_ema"], trainer.ema.get("g_ba_ema"))
         return nets
 
     def record(self, trainer: Trainer) -> None:
         point = {"minutes": self.trained / 60, "iters": trainer.total_iters}
-        for kind, net in self.generators(trainer).items():
-            was_training = net.training
-            net.eval()
-            point.update({f"{kind}_{k}": v for k, v in score(net, self.dataroot).items()})
-            net.train(was_training)
+        for kind, (forward, back) in self.generators(trainer).items():
+            modes = [(net, net.training) for net in (forward, back) if net is not None]
+            for net, _ in modes:
+                net.eval()
+            point.update({f"{kind}_{k}": v for k, v in self.numbers(forward, back).items()})
+            for net, was_training in modes:
+                net.train(was_training)
         self.points.append(point)
         shown = ", ".join(f"{k} {v:.3f}" for k, v in point.items() if k not in ("iters",))
         print(f"    {shown}", flush=True)
         self.mark = time.perf_counter()  # the scoring is not training time
+
+    def numbers(self, forward, back) -> dict[str, float]:
+        """The truth's PSNR and SSIM, and the numbers an unpaired user has without a truth: the held-out cycle
+        L1 (a -> G -> F) and the colour distance of G(testA) to testB (what --keep_best could select by)."""
+        held_out = translate_test_crops(forward, self.dataroot)
+        numbers = mean_scores(held_out)
+        numbers["colour_swd_255"] = colour_swd_255(np.concatenate([colour_sample(t.fake) for t in held_out]),
+                                                   self.test_b_colours)
+        if back is not None:
+            with torch.inference_mode():
+                numbers["cycle_l1_255"] = float(np.mean([l1_255(back(t.fake).clamp(-1, 1), t.real) for t in held_out]))
+        return numbers
 
     def training_clock(self) -> float:
         """Seconds of training so far, without the scoring: what the run's --time_budget counts."""
@@ -347,11 +365,57 @@ def plot_curves(results: dict, path: Path) -> Path:
             draw.text((xy(0, db)[0] + 4, xy(0, db)[1] - 12), f"{label} {db:.1f}", fill=colour)
         for row, (recipe, curve) in enumerate(curves.items()):
             colour = COLOURS.get(recipe, (0, 0, 0))
-            key = "ema_psnr_db" if "ema_psnr_db" in curve["points"][0] else "live_psnr_db"
+            key = f"{translated(curve)}_psnr_db"
             draw.line([xy(p["minutes"], p[key]) for p in curve["points"]], fill=colour, width=2)
             draw.text((right - 150, top + 6 + 14 * row), f"{recipe} ({key.split('_')[0]})", fill=colour)
     image.save(path)
     return path
+
+
+def translated(curve: dict) -> str:
+    """Which generator a curve's numbers count: "ema", the moving average that translate uses when the run
+    keeps one, else "live"."""
+    return "ema" if "ema_psnr_db" in curve["points"][0] else "live"
+
+
+# What an unpaired user could keep the best checkpoint by (--keep_best AtoB_...): no truth needed. Lower is better.
+SELECTION_NUMBERS = {"colour_swd_255": "lowest colour distance to testB", "cycle_l1_255": "lowest held-out cycle L1"}
+
+
+def selections(curve: dict) -> dict[str, dict] | None:
+    """The points of a curve that each way of choosing a checkpoint keeps: its end, its peak (hindsight: the
+    truth's best, which no unpaired user has) and the lowest of each SELECTION_NUMBERS number; each as
+    {"minutes", "psnr_db"}. Only trained points count (--keep_best evaluates from the first epoch on). None
+    for curves recorded before the numbers were."""
+    key = translated(curve)
+    trained = [p for p in curve["points"] if p["iters"] > 0]
+    if not trained or f"{key}_colour_swd_255" not in trained[0]:
+        return None
+
+    def kept(point: dict) -> dict:
+        return {"minutes": point["minutes"], "psnr_db": point[f"{key}_psnr_db"]}
+
+    chosen = {"end": kept(trained[-1]), "peak": kept(max(trained, key=lambda p: p[f"{key}_psnr_db"]))}
+    for number in SELECTION_NUMBERS:
+        scored = [p for p in trained if f"{key}_{number}" in p]
+        if scored:
+            chosen[number] = kept(min(scored, key=lambda p: p[f"{key}_{number}"]))
+    return chosen
+
+
+def selection_table(results: dict) -> str:
+    """Held-out PSNR of the checkpoint each rule keeps, per task and recipe; empty without the numbers."""
+    rows = [(task, recipe, chosen) for task, entry in results.items() for recipe, curve in entry["recipes"].items()
+            if (chosen := selections(curve))]
+    if not rows:
+        return ""
+    header = ["end", "peak (hindsight, from the truth)", *SELECTION_NUMBERS.values()]
+    lines = ["| task | recipe | " + " | ".join(header) + " |", "|---|---|" + "---|" * len(header)]
+    for task, recipe, chosen in rows:
+        cells = [f"{c['psnr_db']:.2f} dB ({c['minutes']:.1f} min)" if (c := chosen.get(name)) else "-"
+                 for name in ("end", "peak", *SELECTION_NUMBERS)]
+        lines.append(f"| {task} | {recipe} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def markdown_table(results: dict) -> str:
@@ -361,7 +425,7 @@ def markdown_table(results: dict) -> str:
     for task, entry in results.items():
         ref = entry["references"]
         for recipe, curve in entry["recipes"].items():
-            key = "ema" if "ema_psnr_db" in curve["points"][0] else "live"
+            key = translated(curve)
             at2 = next((p for p in curve["points"] if p["minutes"] >= 2.0), curve["points"][-1])  # the 2-minute mark
             end = curve["points"][-1]
             cb = curve["checkerboard"]
@@ -393,8 +457,7 @@ def gaps(results: dict) -> dict[str, dict]:
         ceiling = entry["references"]["ceiling_psnr_db"]
         target = data_bound_target(entry["references"])
         for recipe, curve in entry["recipes"].items():
-            key = "ema" if "ema_psnr_db" in curve["points"][0] else "live"
-            end = curve["points"][-1][f"{key}_psnr_db"]
+            end = curve["points"][-1][f"{translated(curve)}_psnr_db"]
             by_recipe.setdefault(recipe, {})[task] = ceiling - end
             if target is not None and end <= target:
                 short.setdefault(recipe, {})[task] = target - end
@@ -415,7 +478,7 @@ def gap_table(results: dict) -> str:
 
 def write_report(results: dict, output: Path) -> None:
     plot = plot_curves(results, output / "curves.png")
-    table = markdown_table(results) + "\n\n" + gap_table(results)
+    table = "\n\n".join(part for part in (markdown_table(results), gap_table(results), selection_table(results)) if part)
     (output / "curves.md").write_text(table + "\n")
     print(table)
     print(f"plot: {plot}; numbers: {output / 'curves.json'}")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cyclegan.metrics import (
-    feature_statistics, fid_from_features, frechet_distance, kid_from_features, l1_255, polynomial_mmd2_unbiased,
-    psnr, ssim,
+    colour_sample, colour_swd_255, feature_statistics, fid_from_features, frechet_distance, kid_from_features, l1_255,
+    polynomial_mmd2_unbiased, psnr, ssim,
 )
 from cyclegan.evaluate import evaluate_latest
 from cyclegan.run import fit
@@ -38,6 +38,30 @@ def test_ssim_by_hand_and_against_scikit_image():
                                            use_sample_covariance=False)
     ours = ssim(torch.from_numpy(x)[None] * 2 - 1, torch.from_numpy(y)[None] * 2 - 1)
     assert ours == pytest.approx(theirs, abs=0.01)  # scikit-image also averages the border positions
+
+
+def test_colour_distance_is_the_wasserstein_distance_on_one_channel():
+    # On one channel every direction is +1 or -1, so the sliced distance is the 1-D Wasserstein-1 distance:
+    # for a shift it is the shift; for y = 2x it is the mean of x.
+    x = np.random.default_rng(0).uniform(0, 100, size=(20_000, 1))
+    assert colour_swd_255(x, x + 7) == pytest.approx(7, abs=1e-9)
+    assert colour_swd_255(x, 2 * x) == pytest.approx(float(x.mean()), rel=0.01)
+    shuffled = np.random.default_rng(1).permutation(x)[:15_000]  # a different sample of the same distribution
+    assert colour_swd_255(x, shuffled) < 1.0
+
+
+def test_colour_distance_grows_with_the_colour_difference_and_ignores_the_layout():
+    rgb = np.random.default_rng(0).uniform(0, 200, size=(10_000, 3))
+    near, far = rgb + [5, 0, 0], rgb + [20, 0, 0]
+    assert 0 < colour_swd_255(rgb, near) < colour_swd_255(rgb, far)
+    assert colour_swd_255(rgb, far) == pytest.approx(4 * colour_swd_255(rgb, near), rel=1e-6)
+    image = torch.rand(3, 50, 50) * 2 - 1
+    flipped = image.flip(-1).transpose(-1, -2)  # the same colours elsewhere: no content enters the distance
+    assert colour_swd_255(colour_sample(image, count=2000), colour_sample(flipped, count=2000)) < 3.0
+    assert colour_sample(image, count=2000).shape == (2000, 3) and colour_sample(image).shape == (2500, 3)
+    assert colour_sample(image).max() <= 255 and colour_sample(image).min() >= 0
+    with pytest.raises(ValueError, match="the same C"):
+        colour_swd_255(rgb, rgb[:, :1])
 
 
 def _sqrtm_frechet(mu1, s1, mu2, s2) -> float:
@@ -117,6 +141,11 @@ def test_evaluate_command_end_to_end(tmp_path, tiny_config, capsys):
                         for p in sorted((data / "testA").iterdir())[:2]])
     assert a["truth"]["psnr_db"] == pytest.approx(expected)
     assert report["protocol"]["fid_kid"] == "not computed (--no_fid)" and "fid" not in a
+    seed = config.train.seed  # the identity's translations are the inputs: their colours against testB's, by hand
+    colours = {d: np.concatenate([colour_sample(to_tensor(load_image(p)), seed=seed) for p in sorted((data / d).iterdir())])
+               for d in ("testA", "testB")}
+    assert a["colour_swd_255"] == pytest.approx(colour_swd_255(colours["testA"], colours["testB"], seed=seed))
+    assert b["colour_swd_255"] == pytest.approx(colour_swd_255(colours["testB"], colours["testA"], seed=seed))
 
 
 class TinyFeatures(torch.nn.Module):
@@ -187,7 +216,8 @@ def test_fid_command_offline_without_weights_says_where_to_put_them(tmp_path, mo
     assert "pt_inception-2015-12-05-6726825d.pth" in err and str(tmp_path / "hub" / "checkpoints") in err
 
 
-def test_evaluation_during_training_logs_plots_and_keeps_the_best(tmp_path, tiny_config, dataroot, monkeypatch):
+@pytest.mark.parametrize("number", ["AtoB_cycle_l1_255", "AtoB_colour_swd_255"])
+def test_evaluation_during_training_logs_plots_and_keeps_the_best(tmp_path, tiny_config, dataroot, monkeypatch, number):
     import json
 
     from conftest import write_images
@@ -197,19 +227,21 @@ def test_evaluation_during_training_logs_plots_and_keeps_the_best(tmp_path, tiny
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no Inception weights: cheap metrics
     write_images(dataroot / "testA", 2, size=(32, 32), seed=7)
     write_images(dataroot / "testB", 2, size=(32, 32), seed=8)
-    trainer = Trainer(tiny_config(eval_freq=1, keep_best="AtoB_cycle_l1_255"))
+    trainer = Trainer(tiny_config(eval_freq=1, keep_best=number))
     with pytest.raises(ValueError, match="no evaluate hook"):
         fit(trainer, show_progress=False)
     run = fit(trainer, show_progress=False, evaluate=evaluate_latest)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in records if "eval_AtoB_cycle_l1_255" in r]
+    evals = [r for r in records if f"eval_{number}" in r]
     assert [r["epoch"] for r in evals] == [1, 2, 3]
+    assert all("eval_AtoB_cycle_l1_255" in r and "eval_BtoA_colour_swd_255" in r for r in evals)
     assert sorted(p.name for p in run.glob("eval_*.json")) == ["eval_1.json", "eval_2.json", "eval_3.json"]
     best = Checkpoint(run / "best.safetensors")
-    values = [r["eval_AtoB_cycle_l1_255"] for r in evals]
-    assert best.info["best"]["AtoB_cycle_l1_255"] == pytest.approx(min(values)) == pytest.approx(trainer.best)
+    values = [r[f"eval_{number}"] for r in evals]
+    assert best.info["best"][number] == pytest.approx(min(values)) == pytest.approx(trainer.best)
     assert not best.has_training_state
-    assert 'src="plots/eval_cycle.svg"' in (run / "index.html").read_text()
+    page = (run / "index.html").read_text()
+    assert 'src="plots/eval_cycle.svg"' in page and 'src="plots/eval_colour.svg"' in page
 
 
 def test_keep_best_of_a_number_the_evaluation_lacks_is_an_error(tmp_path, tiny_config, dataroot, monkeypatch):

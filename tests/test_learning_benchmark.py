@@ -176,3 +176,18 @@ def test_a_larger_size_scales_the_photos_with_the_crops_in_a_folder_of_its_own(l
     pixel_std = np.asarray(Image.open(next((large / "testA").iterdir())).convert("RGB"), np.float64).std()
     assert pixel_std > 5  # real content, not an empty corner
     assert learning.size_options(128) == {"load_size": 144, "crop_size": 128} and learning.size_options(64) == {}
+
+
+def test_each_selection_rule_keeps_the_trained_point_with_its_lowest_number(learning):
+    def point(minutes, psnr_db, colour, cycle):
+        return {"minutes": minutes, "iters": int(minutes * 100), "ema_psnr_db": psnr_db, "ema_colour_swd_255": colour,
+                "ema_cycle_l1_255": cycle, "live_psnr_db": 0.0, "live_colour_swd_255": 0.0, "live_cycle_l1_255": 0.0}
+    curve = {"points": [point(0, 17.0, 30.0, 0.0),  # the untrained start: lowest cycle, but never kept
+                        point(2, 25.0, 12.0, 3.0), point(4, 26.0, 9.0, 2.0), point(10, 24.0, 10.0, 1.5)]}
+    chosen = learning.selections(curve)
+    assert chosen["end"] == {"minutes": 10, "psnr_db": 24.0} and chosen["peak"] == {"minutes": 4, "psnr_db": 26.0}
+    assert chosen["colour_swd_255"]["minutes"] == 4 and chosen["cycle_l1_255"]["minutes"] == 10
+    table = learning.selection_table({"winter": {"references": {}, "recipes": {"fast": curve}}})
+    assert "| winter | fast | 24.00 dB (10.0 min) | 26.00 dB (4.0 min) | 26.00 dB (4.0 min) | 24.00 dB (10.0 min) |" in table
+    old = {"points": [{"minutes": 0, "iters": 0, "ema_psnr_db": 17.0}, {"minutes": 1, "iters": 9, "ema_psnr_db": 20.0}]}
+    assert learning.selections(old) is None and learning.selection_table({"w": {"recipes": {"fast": old}}}) == ""

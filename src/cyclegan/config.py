@@ -248,11 +248,12 @@ class TrainConfig:
     seed: int = option(0, "seed of every random number generator")
     device: str = option("auto", "where to train: auto = cuda when available, else cpu; replaces the official --gpu_ids",
                          choices=DEVICES)
-    eval_freq: int = option(0, "evaluate on the test split every this many epochs (0 = never): cycle L1, PSNR/SSIM "
-                               "against eval_truth, and FID/KID when the Inception weights are at hand")
+    eval_freq: int = option(0, "evaluate on the test split every this many epochs (0 = never): cycle L1, the colour "
+                               "distance to the target domain's test images, PSNR/SSIM against eval_truth, and FID/KID "
+                               "when the Inception weights are at hand")
     eval_truth: str = option("", "ground truth for the AtoB test images (files named like them), for --eval_freq")
-    keep_best: str = option("", "keep RUN/best.safetensors by this evaluation number, e.g. AtoB_fid, BtoA_cycle_l1_255, "
-                                "AtoB_psnr_db (PSNR and SSIM: higher is better; the rest: lower)")
+    keep_best: str = option("", "keep RUN/best.safetensors by this evaluation number, e.g. AtoB_fid, AtoB_colour_swd_255, "
+                                "BtoA_cycle_l1_255, AtoB_psnr_db (PSNR and SSIM: higher is better; the rest: lower)")
     on_nonfinite: str = option(
         "stop", "when a loss becomes NaN or infinite: stop = stop at once, leaving RUN/latest.safetensors as the last "
         "good checkpoint; skip = skip that update and go on", choices=NONFINITE_POLICIES)

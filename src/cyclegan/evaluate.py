@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from .metrics import (
-    KID_SUBSET_SIZE, KID_SUBSETS, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, distribution_metrics, l1_255, psnr, ssim,
+    KID_SUBSET_SIZE, KID_SUBSETS, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, colour_sample, colour_swd_255,
+    distribution_metrics, l1_255, psnr, ssim,
 )
 from .names import DIRECTIONS, ONE_WAY_MODELS, other_direction
 from .tiling import TileOptions
@@ -105,7 +106,8 @@ def evaluate_run(checkpoint, *, dataroot=None, direction: str = "both", truth=No
                  precision: str = "fp32", train_mode: bool = False) -> dict:
     """Translate the test split and measure it; writes and returns ``RUN/eval_<epoch>.json``'s content.
 
-    Per direction: the cycle-consistency L1 |F(G(a)) - a| in [0, 255] units and, with ``truth``
+    Per direction: the cycle-consistency L1 |F(G(a)) - a| and the colour distance of the translations to the
+    target domain's real test images (``metrics.colour_swd_255``; None without them), in [0, 255] units, and, with ``truth``
     (a folder of files named like the inputs; for AtoB, or for BtoA when that is the only
     direction), PSNR, SSIM and L1 against it. Every image at its own size.
 
@@ -182,10 +184,12 @@ def _measure_direction(forward, back, paths, *, folder: Path, truth_dir: Path | 
     from .images import load_image, match_channels, to_tensor
 
     cycle, scores, missing, fake_features, images = [], {"psnr_db": [], "ssim": [], "l1_255": []}, 0, [], 0
+    fake_colours = []
     for batch_paths, real, fake, rec in cycle_batches(forward, back, paths, batch_size=forward.default_batch_size):
         if features is not None:
             fake_features.append(tensor_features(features.net, fake.clamp(-1, 1), device=features.device))
         images += len(batch_paths)
+        fake_colours += [colour_sample(f, seed=seed) for f in fake]
         for path, r, f, c in zip(batch_paths, real, fake, rec if rec is not None else [None] * len(batch_paths)):
             if c is not None:  # a one-way model (CUT) has no generator back, so no cycle
                 cycle.append(l1_255(c, r))
@@ -198,7 +202,8 @@ def _measure_direction(forward, back, paths, *, folder: Path, truth_dir: Path | 
             target = match_channels(to_tensor(load_image(expected, channels=f.shape[0])), f.shape[0])
             add_truth_scores(scores, f, target, truth=expected, source=path)
         bar.update(len(batch_paths))
-    result = {"images": images, "cycle_l1_255": float(np.mean(cycle)) if cycle else None}
+    result = {"images": images, "cycle_l1_255": float(np.mean(cycle)) if cycle else None,
+              "colour_swd_255": colour_distance_to_folder(fake_colours, target_folder, seed=seed)}
     if features is not None:
         real_features = folder_features(features.net, target_folder, cache_dir=features.cache_dir,
                                         device=features.device, weights_id=features.weights_id)
@@ -210,6 +215,19 @@ def _measure_direction(forward, back, paths, *, folder: Path, truth_dir: Path | 
         result["truth"] = {"dir": str(truth_dir), "matched": matched, "missing": missing,
                            **{k: float(np.mean(v)) for k, v in scores.items()}}
     return result
+
+
+def colour_distance_to_folder(fake_colours: list[np.ndarray], folder: Path, *, seed: int) -> float | None:
+    """``colour_swd_255`` between the translations' colour samples and those of the real images in ``folder``
+    (the target domain's test images); None when the folder holds none."""
+    from .images import find_images, load_image, to_tensor
+
+    paths = find_images(folder) if folder.is_dir() else []
+    if not paths or not fake_colours:
+        return None
+    channels = fake_colours[0].shape[1]
+    real = [colour_sample(to_tensor(load_image(p, channels=channels)), seed=seed) for p in paths]
+    return colour_swd_255(np.concatenate(fake_colours), np.concatenate(real), seed=seed)
 
 
 def add_truth_scores(scores: dict[str, list[float]], fake, target, *, truth: Path, source: Path) -> None:
@@ -252,7 +270,7 @@ def flatten_results(results: dict) -> dict[str, float]:
     """{"AtoB_fid": ..., "AtoB_cycle_l1_255": ..., "AtoB_psnr_db": ...} from ``evaluate_run``'s results."""
     flat = {}
     for direction, r in results.items():
-        for key in ("fid", "kid", "cycle_l1_255"):
+        for key in ("fid", "kid", "cycle_l1_255", "colour_swd_255"):
             if r.get(key) is not None:
                 flat[f"{direction}_{key}"] = float(r[key])
         for key in ("psnr_db", "ssim", "l1_255"):
@@ -263,17 +281,18 @@ def flatten_results(results: dict) -> dict[str, float]:
 
 def format_report(report: dict) -> str:
     """The terminal table of ``evaluate_run``'s numbers."""
-    lines = [f"{'direction':10s} {'images':>7s} {'FID':>8s} {'KID x1000':>14s} {'cycle L1':>9s} {'PSNR dB':>8s} "
-             f"{'SSIM':>6s} {'L1':>6s}"]
+    lines = [f"{'direction':10s} {'images':>7s} {'FID':>8s} {'KID x1000':>14s} {'cycle L1':>9s} {'colour':>7s} "
+             f"{'PSNR dB':>8s} {'SSIM':>6s} {'L1':>6s}"]
     for direction, r in report["results"].items():
         t = r.get("truth")
         truth = f"{t['psnr_db']:8.2f} {t['ssim']:6.3f} {t['l1_255']:6.2f}" if t else f"{'-':>8s} {'-':>6s} {'-':>6s}"
         dist = (f"{r['fid']:8.2f} {r['kid'] * 1000:7.2f} ± {r['kid_std_error'] * 1000:4.2f}" if "fid" in r
                 else f"{'-':>8s} {'-':>14s}")
         cycle = f"{r['cycle_l1_255']:9.2f}" if r.get("cycle_l1_255") is not None else f"{'-':>9s}"
-        lines.append(f"{direction:10s} {r['images']:7d} {dist} {cycle} {truth}")
-    lines.append("(FID/KID against the real test images of the target domain; L1 in [0, 255] units; "
-                 "PSNR, SSIM and L1 against --truth)")
+        colour = f"{r['colour_swd_255']:7.2f}" if r.get("colour_swd_255") is not None else f"{'-':>7s}"
+        lines.append(f"{direction:10s} {r['images']:7d} {dist} {cycle} {colour} {truth}")
+    lines.append("(FID/KID and the colour distance (sliced Wasserstein of the pixel colours) against the real test "
+                 "images of the target domain; L1 and colour in [0, 255] units; PSNR, SSIM and L1 against --truth)")
     return "\n".join(lines)
 
 

@@ -159,7 +159,9 @@ LOSS_PLOTS = {
     "nce": ("PatchNCE losses", ("NCE_A", "NCE_B", "NCE", "NCE_Y")),
     "lr": ("learning rate", ("lr",)),
 }
-EVAL_PLOTS = {"eval_cycle": ("held-out cycle L1 (0-255)", "cycle_l1_255"), "eval_fid": ("FID on the test split", "fid"),
+EVAL_PLOTS = {"eval_cycle": ("held-out cycle L1 (0-255)", "cycle_l1_255"),
+              "eval_colour": ("colour distance to the target domain's test images (0-255)", "colour_swd_255"),
+              "eval_fid": ("FID on the test split", "fid"),
               "eval_psnr": ("PSNR against ground truth (dB)", "psnr_db")}
 SAMPLE_NAME = re.compile(r"epoch_(\d+)_iter_(\d+)\.png$")
 
