@@ -17,8 +17,10 @@ counted, by the curve's clock nor by the run's --time_budget). Also computed: do
 ceiling of the best per-pixel colour mapping fitted to the ground truth itself, the unpaired colour
 transfer (trainA's colours matched to trainB's), the truth in B's colours (T(a) recoloured so that T(trainA) takes trainB's colour distribution: what an
 otherwise perfect learner that matches domain B scores) and the checkerboard test (the spectrum's peak
-at the upsampling strides, 2 and 4 pixels) of the final translations. Writes curves.png, curves.json
-and a Markdown table:
+at the upsampling strides, 2 and 4 pixels) of the final translations. Each point also records what an
+unpaired user has without the truth: the held-out cycle L1 and the colour distance of G(testA) to testB;
+a third table gives the PSNR of the point each of them would keep (--keep_best), beside the end and the
+hindsight peak. Writes curves.png, curves.json and Markdown tables:
 
     python benchmarks/learning.py --curve                                  # both tasks, paper and fast, 10 min each
     python benchmarks/learning.py --curve --tasks etching --recipes fast --minutes 3
@@ -368,6 +370,10 @@ def plot_curves(results: dict, path: Path) -> Path:
             key = f"{translated(curve)}_psnr_db"
             draw.line([xy(p["minutes"], p[key]) for p in curve["points"]], fill=colour, width=2)
             draw.text((right - 150, top + 6 + 14 * row), f"{recipe} ({key.split('_')[0]})", fill=colour)
+            if chosen := selections(curve):  # the checkpoint --keep_best AtoB_colour_swd_255 would keep
+                x, y = xy(chosen["colour_swd_255"]["minutes"], chosen["colour_swd_255"]["psnr_db"])
+                draw.ellipse([x - 5, y - 5, x + 5, y + 5], outline=colour, width=2)
+                draw.text((left + 4, bottom - 16), "o: kept by the lowest colour distance to testB", fill=(0, 0, 0))
     image.save(path)
     return path
 
