@@ -394,8 +394,10 @@ def selections(curve: dict) -> dict[str, dict] | None:
     {"minutes", "psnr_db"}. Only trained points count (--keep_best evaluates from the first epoch on). None
     for curves recorded before the numbers were."""
     key = translated(curve)
+    if f"{key}_colour_swd_255" not in curve["points"][-1]:
+        return None
     trained = [p for p in curve["points"] if p["iters"] > 0]
-    if not trained or f"{key}_colour_swd_255" not in trained[0]:
+    if not trained:
         return None
 
     def kept(point: dict) -> dict:
@@ -453,17 +455,27 @@ def data_bound_target(references: dict) -> float | None:
     return None if truth_in_b is None else max(truth_in_b - 1.0, references["nothing_psnr_db"])
 
 
-def gaps(results: dict) -> dict[str, dict]:
-    """Per recipe: its end-of-run gap to each task's per-pixel ceiling (dB), the mean and the worst task,
-    over the tasks it ran on, and the tasks where it ends short of the data-bound target. A recipe is judged
-    by these, never by one task."""
+def kept_psnr(curve: dict, rule: str) -> float | None:
+    """The held-out PSNR of the checkpoint a run keeps: its end ("end"), or the point with the lowest
+    SELECTION_NUMBERS ``rule`` (None where the curve did not record it)."""
+    if rule == "end":
+        return curve["points"][-1][f"{translated(curve)}_psnr_db"]
+    chosen = selections(curve)
+    return chosen[rule]["psnr_db"] if chosen and rule in chosen else None
+
+
+def gaps(results: dict, rule: str = "end") -> dict[str, dict]:
+    """Per recipe: the gap of the checkpoint it keeps by ``rule`` (the end of the run, or a SELECTION_NUMBERS
+    number) to each task's per-pixel ceiling (dB), the mean and the worst task, over the tasks it ran on, and
+    the tasks where it is short of the data-bound target. A recipe is judged by these, never by one task."""
     by_recipe: dict[str, dict] = {}
     short: dict[str, dict] = {}
     for task, entry in results.items():
         ceiling = entry["references"]["ceiling_psnr_db"]
         target = data_bound_target(entry["references"])
         for recipe, curve in entry["recipes"].items():
-            end = curve["points"][-1][f"{translated(curve)}_psnr_db"]
+            if (end := kept_psnr(curve, rule)) is None:
+                continue
             by_recipe.setdefault(recipe, {})[task] = ceiling - end
             if target is not None and end <= target:
                 short.setdefault(recipe, {})[task] = target - end
@@ -475,10 +487,11 @@ def gaps(results: dict) -> dict[str, dict]:
 def gap_table(results: dict) -> str:
     lines = ["| recipe | tasks | mean gap to the ceiling | worst task (gap) | short of the data-bound target (by) |",
              "|---|---|---|---|---|"]
-    for recipe, g in gaps(results).items():
-        short = ", ".join(f"{task} ({by:.2f} dB)" for task, by in g["short_of_target"].items()) or "none"
-        lines.append(f"| {recipe} | {len(g['tasks'])} | {g['mean']:.2f} dB | {g['worst']} ({g['tasks'][g['worst']]:.2f} dB) "
-                     f"| {short} |")
+    for rule, suffix in (("end", ""), ("colour_swd_255", " (kept by the lowest colour distance)")):
+        for recipe, g in gaps(results, rule).items():
+            short = ", ".join(f"{task} ({by:.2f} dB)" for task, by in g["short_of_target"].items()) or "none"
+            lines.append(f"| {recipe}{suffix} | {len(g['tasks'])} | {g['mean']:.2f} dB | {g['worst']} "
+                         f"({g['tasks'][g['worst']]:.2f} dB) | {short} |")
     return "\n".join(lines)
 
 

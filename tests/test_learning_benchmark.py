@@ -191,3 +191,17 @@ def test_each_selection_rule_keeps_the_trained_point_with_its_lowest_number(lear
     assert "| winter | fast | 24.00 dB (10.0 min) | 26.00 dB (4.0 min) | 26.00 dB (4.0 min) | 24.00 dB (10.0 min) |" in table
     old = {"points": [{"minutes": 0, "iters": 0, "ema_psnr_db": 17.0}, {"minutes": 1, "iters": 9, "ema_psnr_db": 20.0}]}
     assert learning.selections(old) is None and learning.selection_table({"w": {"recipes": {"fast": old}}}) == ""
+
+
+def test_the_gap_table_judges_a_recipe_also_by_the_checkpoint_the_colour_distance_keeps(learning):
+    def point(minutes, psnr_db, colour):
+        return {"minutes": minutes, "iters": int(minutes * 100), "ema_psnr_db": psnr_db, "ema_colour_swd_255": colour}
+    curve = {"points": [point(0, 17.0, 30.0), point(3, 26.0, 9.0), point(10, 23.0, 12.0)]}
+    old = {"points": [{"minutes": 0, "iters": 0, "ema_psnr_db": 17.0}, {"minutes": 10, "iters": 900, "ema_psnr_db": 25.0}]}
+    results = {"winter": {"references": {"ceiling_psnr_db": 35.0}, "recipes": {"lever": curve, "fast": old}}}
+    assert learning.gaps(results)["lever"]["mean"] == pytest.approx(12.0)
+    kept = learning.gaps(results, "colour_swd_255")
+    assert kept["lever"]["mean"] == pytest.approx(9.0) and "fast" not in kept  # fast's curve lacks the numbers
+    table = learning.gap_table(results)
+    assert "| lever (kept by the lowest colour distance) | 1 | 9.00 dB | winter (9.00 dB) |" in table
+    assert "fast (kept by" not in table
