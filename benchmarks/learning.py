@@ -213,8 +213,15 @@ def references(dataroot: Path, task: str) -> dict[str, float]:
             "ceiling_psnr_db": ceiling["best_psnr_db"],
             "unpaired_transfer_psnr_db": unpaired_colour_transfer(dataroot, held_out, b_pixels),
             "truth_in_b_colours_psnr_db": truth_in_b_colours(dataroot, task, held_out, b_pixels),
+            "truth_colour_swd_255": colour_swd_255(np.concatenate([colour_sample(t.truth) for t in held_out]),
+                                                   test_b_colours(dataroot)),
             **{f"truth_checkerboard_period_{p}": periodic_peak(truth, p) for p in (2, 4)},
             **{f"input_checkerboard_period_{p}": periodic_peak(real, p) for p in (2, 4)}}
+
+
+def test_b_colours(dataroot: Path) -> np.ndarray:
+    """The colour sample of testB, the target domain's held-out images, that the colour distance compares with."""
+    return np.concatenate([colour_sample(to_tensor(load_image(path))) for path in find_images(dataroot / "testB")])
 
 
 class Curve:
@@ -226,8 +233,7 @@ class Curve:
         self.points: list[dict] = []
         self.trained = 0.0
         self.mark = time.perf_counter()
-        self.test_b_colours = np.concatenate([colour_sample(to_tensor(load_image(path)))
-                                              for path in find_images(dataroot / "testB")])
+        self.test_b_colours = test_b_colours(dataroot)
 
     def generators(self, trainer: Trainer) -> dict[str, tuple[torch.nn.Module, torch.nn.Module | None]]:
         """The (A->B, B->A) generators to score: the live ones, and their moving averages where kept."""
@@ -401,7 +407,8 @@ def selections(curve: dict) -> dict[str, dict] | None:
         return None
 
     def kept(point: dict) -> dict:
-        return {"minutes": point["minutes"], "psnr_db": point[f"{key}_psnr_db"]}
+        return {"minutes": point["minutes"], "psnr_db": point[f"{key}_psnr_db"],
+                "colour_swd_255": point[f"{key}_colour_swd_255"]}
 
     chosen = {"end": kept(trained[-1]), "peak": kept(max(trained, key=lambda p: p[f"{key}_psnr_db"]))}
     for number in SELECTION_NUMBERS:
@@ -417,11 +424,14 @@ def selection_table(results: dict) -> str:
             if (chosen := selections(curve))]
     if not rows:
         return ""
-    header = ["end", "peak (hindsight, from the truth)", *SELECTION_NUMBERS.values()]
+    header = ["end", "peak (hindsight, from the truth)", *SELECTION_NUMBERS.values(),
+              "colour distance: kept by it; the truth's"]
     lines = ["| task | recipe | " + " | ".join(header) + " |", "|---|---|" + "---|" * len(header)]
     for task, recipe, chosen in rows:
         cells = [f"{c['psnr_db']:.2f} dB ({c['minutes']:.1f} min)" if (c := chosen.get(name)) else "-"
                  for name in ("end", "peak", *SELECTION_NUMBERS)]
+        truth = results[task]["references"].get("truth_colour_swd_255")
+        cells.append(f"{chosen['colour_swd_255']['colour_swd_255']:.2f}; " + (f"{truth:.2f}" if truth is not None else "-"))
         lines.append(f"| {task} | {recipe} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

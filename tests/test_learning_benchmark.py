@@ -185,10 +185,12 @@ def test_each_selection_rule_keeps_the_trained_point_with_its_lowest_number(lear
     curve = {"points": [point(0, 17.0, 30.0, 0.0),  # the untrained start: lowest cycle, but never kept
                         point(2, 25.0, 12.0, 3.0), point(4, 26.0, 9.0, 2.0), point(10, 24.0, 10.0, 1.5)]}
     chosen = learning.selections(curve)
-    assert chosen["end"] == {"minutes": 10, "psnr_db": 24.0} and chosen["peak"] == {"minutes": 4, "psnr_db": 26.0}
+    assert chosen["end"] == {"minutes": 10, "psnr_db": 24.0, "colour_swd_255": 10.0}
+    assert chosen["peak"] == {"minutes": 4, "psnr_db": 26.0, "colour_swd_255": 9.0}
     assert chosen["colour_swd_255"]["minutes"] == 4 and chosen["cycle_l1_255"]["minutes"] == 10
-    table = learning.selection_table({"winter": {"references": {}, "recipes": {"fast": curve}}})
-    assert "| winter | fast | 24.00 dB (10.0 min) | 26.00 dB (4.0 min) | 26.00 dB (4.0 min) | 24.00 dB (10.0 min) |" in table
+    table = learning.selection_table({"winter": {"references": {"truth_colour_swd_255": 4.5}, "recipes": {"fast": curve}}})
+    assert ("| winter | fast | 24.00 dB (10.0 min) | 26.00 dB (4.0 min) | 26.00 dB (4.0 min) | 24.00 dB (10.0 min) "
+            "| 9.00; 4.50 |") in table
     old = {"points": [{"minutes": 0, "iters": 0, "ema_psnr_db": 17.0}, {"minutes": 1, "iters": 9, "ema_psnr_db": 20.0}]}
     assert learning.selections(old) is None and learning.selection_table({"w": {"recipes": {"fast": old}}}) == ""
 
