@@ -143,7 +143,8 @@ COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 
            "cut": (0, 120, 90), "fastcut": (150, 200, 40),
            "fast_cycle3": (240, 90, 20), "fast_cycle5": (250, 160, 110), "fast_cycle3_colour1": (200, 170, 0),
            "fast_cycle_ramp": (120, 60, 20), "fast_cycle_smooth": (60, 160, 160),
-           "fast_cycle_smooth_decay": (20, 110, 110)}
+           "fast_cycle_smooth_decay": (20, 110, 110), "fast_lr2x": (200, 0, 0), "fast_cycle_smooth_tone": (230, 110, 160),
+           "fast_cycle_smooth_tone_decay": (160, 50, 100)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:
