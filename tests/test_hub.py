@@ -223,3 +223,15 @@ def test_a_cut_run_pushes_its_one_generator_with_the_cut_citation(tiny_config, t
     card = (tmp_path / "repo" / "README.md").read_text()
     assert "CUT (one generator, unpaired data)" in card and "Contrastive Learning for Unpaired" in card
     assert "--direction BtoA" not in card and "tags:\n- cyclegan\n" in card
+
+
+def test_the_model_cards_evaluation_table_gives_every_number_of_the_report():
+    from cyclegan.sharing import evaluation_section
+
+    report = {"epoch": "7", "protocol": {"dataroot": "data/"}, "results": {
+        "AtoB": {"images": 45, "fid": 41.234, "kid": 0.0123, "kid_std_error": 0.0011, "cycle_l1_255": 2.345,
+                 "colour_swd_255": 12.057, "truth": {"psnr_db": 25.771, "ssim": 0.8904}},
+        "BtoA": {"images": 45, "cycle_l1_255": 3.1, "colour_swd_255": None}}}
+    table = evaluation_section(report)
+    assert "| AtoB | 45 | 41.23 | 0.0123 ± 0.0011 | 2.35 | 12.06 | 25.77 dB | 0.890 |" in table
+    assert "| BtoA | 45 | – | – | 3.10 | – | – | – |" in table and "epoch 7, data/" in table

@@ -180,13 +180,14 @@ def changed_options(config: ExperimentConfig) -> dict[str, Any]:
 
 def evaluation_section(report: dict) -> str:
     """A table of the numbers of an ``evaluate_run`` report, one row per direction."""
-    rows = ["| direction | images | FID | KID | cycle L1 (0-255) | PSNR vs truth | SSIM vs truth |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| direction | images | FID | KID | cycle L1 (0-255) | colour distance (0-255) | PSNR vs truth | SSIM vs truth |",
+            "|---|---|---|---|---|---|---|---|"]
     for direction, result in report.get("results", {}).items():
         truth = result.get("truth") or {}
         kid = (f"{result['kid']:.4f} ± {result['kid_std_error']:.4f}" if result.get("kid") is not None else "–")
         rows.append(f"| {direction} | {result.get('images', '?')} | {_number(result.get('fid'), 2)} | {kid} | "
-                    f"{_number(result.get('cycle_l1_255'), 2)} | {_number(truth.get('psnr_db'), 2, ' dB')} | "
+                    f"{_number(result.get('cycle_l1_255'), 2)} | {_number(result.get('colour_swd_255'), 2)} | "
+                    f"{_number(truth.get('psnr_db'), 2, ' dB')} | "
                     f"{_number(truth.get('ssim'), 3)} |")
     where = report.get("protocol", {}).get("dataroot", "the run's dataroot")
     return (f"## Evaluation\n\n`cyclegan evaluate` on the test split (epoch {report.get('epoch', '?')}, {where}):\n\n"
