@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -253,3 +254,15 @@ def test_keep_best_of_a_number_the_evaluation_lacks_is_an_error(tmp_path, tiny_c
     write_images(dataroot / "testB", 1, size=(32, 32))
     with pytest.raises(ValueError, match="--keep_best AtoB_psnr_db: the evaluation has no such number"):
         fit(Trainer(tiny_config(eval_freq=1, keep_best="AtoB_psnr_db")), show_progress=False, evaluate=evaluate_latest)
+
+
+def test_keeping_the_lowest_cycle_l1_of_an_identity_start_is_warned_about(tiny_config, caplog):
+    from cyclegan.run import fit, keep_best_caveat
+    from cyclegan.training import Trainer
+
+    assert "start as the identity" in keep_best_caveat(tiny_config(keep_best="AtoB_cycle_l1_255", global_residual=True))
+    assert keep_best_caveat(tiny_config(keep_best="AtoB_colour_swd_255", global_residual=True)) is None
+    assert keep_best_caveat(tiny_config(keep_best="BtoA_cycle_l1_255", global_residual=False)) is None
+    with caplog.at_level(logging.WARNING, logger="cyclegan.run"):
+        fit(Trainer(tiny_config(keep_best="BtoA_cycle_l1_255", global_residual=True, max_iters=1)), show_progress=False)
+    assert any("--keep_best BtoA_cycle_l1_255 with --global_residual" in r.getMessage() for r in caplog.records)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .checkpoint import LATEST, save_checkpoint
-from .config import parse_duration
+from .config import ExperimentConfig, parse_duration
 from .data import PairedDataset, Preprocess, UnpairedDataset, paired_dataset_from_folders, unpaired_dataset_from_folders
 from .devices import data_workers, describe_data_workers
 from .gallery import write_training_page
@@ -193,6 +193,9 @@ class _Loop:
         if trainer.dist.is_main:
             log.info("precision: %s (%s)", trainer.precision, trainer.precision_reason)
             log.info("%s", describe_data_workers(trainer.config.data.num_threads))
+            caveat = keep_best_caveat(trainer.config)
+            if caveat:
+                log.warning("%s", caveat)
         if trainer.dist.enabled and trainer.dist.is_main:
             t = trainer.config.train
             log.info("distributed: %d processes (%s), batch %d each: effective batch %d; lr %g, not scaled with the "
@@ -332,6 +335,17 @@ def save_samples(trainer: Trainer, *, tensorboard: TensorBoardLog | None = None)
     if tensorboard is not None:
         tensorboard.image("samples", grid, trainer.total_iters)
     return path
+
+
+def keep_best_caveat(config: ExperimentConfig) -> str | None:
+    """Why the --keep_best number would keep a poor checkpoint for this run, or None."""
+    metric = config.train.keep_best
+    if "cycle_l1" in metric and config.model.global_residual:
+        return (f"--keep_best {metric} with --global_residual: the generators start as the identity, whose cycle "
+                "error is zero, so the lowest cycle L1 tends to keep the first evaluations, near doing nothing "
+                "(README: Choosing a checkpoint without the truth); AtoB_colour_swd_255 or AtoB_fid judge the "
+                "translation itself")
+    return None
 
 
 def keep_best(trainer: Trainer, numbers: dict[str, float]) -> None:
