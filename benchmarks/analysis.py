@@ -1,5 +1,5 @@
 """Analysis that only the benchmarks use (and the tests that check it): the per-pixel colour ceiling,
-the unpaired colour distribution transfer, the checkerboard measure, and the second ground-truth
+the unpaired colour distribution transfer, a translation's global part, the checkerboard measure, and the second ground-truth
 task, ``etching``, beside the demo's ``winter``.
 
 Import it from a benchmark script (``benchmarks/`` is the script's own folder) or from the tests
@@ -90,16 +90,39 @@ def colour_mapping_ceiling(inputs: list[torch.Tensor], truths: list[torch.Tensor
     edges, texture) cannot be reached by any per-pixel mapping, so this is a ceiling only for the
     per-pixel part of the task.
     """
-    x, y = _pixels(inputs), _pixels(truths)
+    fits = per_pixel_fits(inputs, truths, bins=bins)
+    scores = {f"{kind}_psnr_db": _mean_psnr(predicted, truths) for kind, predicted in fits.items()}
+    return {**scores, "best_psnr_db": max(scores.values())}
+
+
+def per_pixel_fits(inputs: list[torch.Tensor], targets: list[torch.Tensor], *, bins: int = 32) -> dict[str, np.ndarray]:
+    """The two least-squares fits of target colour as a function of input colour alone, over all the images
+    together: ``lut`` (the mean target colour of every input colour cell, ``bins`` per channel) and ``cubic``
+    (a cubic polynomial of the channels). Each is (N pixels, C) in [0, 1], in the order of ``_pixels``."""
+    x, y = _pixels(inputs), _pixels(targets)
     cells = np.minimum((x * bins).astype(np.int64), bins - 1)
     cell = np.ravel_multi_index(tuple(cells.T), (bins,) * x.shape[1])
     counts = np.bincount(cell, minlength=bins ** x.shape[1])
     table = np.stack([np.bincount(cell, weights=y[:, c], minlength=len(counts)) for c in range(y.shape[1])], axis=1)
-    lut = table[cell] / counts[cell, None]
     features = _cubic_features(x)
     coefficients, *_ = np.linalg.lstsq(features, y, rcond=None)
-    scores = {"lut_psnr_db": _mean_psnr(lut, truths), "cubic_psnr_db": _mean_psnr(features @ coefficients, truths)}
-    return {**scores, "best_psnr_db": max(scores.values())}
+    return {"lut": table[cell] / counts[cell, None], "cubic": features @ coefficients}
+
+
+def global_part(inputs: list[torch.Tensor], translations: list[torch.Tensor], truths: list[torch.Tensor]) -> dict[str, float]:
+    """Split a translation G(a) into its global part, the one colour mapping g that G applies on average (a
+    cubic polynomial of the channels fitted to G's own outputs over all the images: a lookup table would learn
+    each image's own colours by heart where the images hold few colours), and the rest, which varies with the
+    image and the neighbourhood. Mean PSNRs (dB): ``translation`` is G(a) against the truth; ``global_part``
+    g(a) against the truth (is G's average mapping the right one?); ``global_share`` g(a) against G(a) itself
+    (how far G is a global mapping at all); ``reach`` how far G(a) went from a towards T(a), the least-squares
+    k of G(a) - a = k (T(a) - a) over all pixels (0: the identity, 1: all the way, below 1: short of it)."""
+    g = per_pixel_fits(inputs, translations)["cubic"]
+    a, moved, needed = _pixels(inputs), _pixels(translations), _pixels(truths)
+    moved, needed = moved - a, needed - a
+    return {"translation_psnr_db": _mean_psnr(_pixels(translations), truths),
+            "global_part_psnr_db": _mean_psnr(g, truths), "global_share_psnr_db": _mean_psnr(g, translations),
+            "reach": float((moved * needed).sum() / (needed * needed).sum())}
 
 
 def colour_distribution_transfer(source: np.ndarray, target: np.ndarray, *, iterations: int = 30, quantiles: int = 1001,

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis import ETCHING, GREY_PHOTOS, colour_distribution_transfer, colour_mapping_ceiling, etching_look, periodic_peak
+from analysis import (ETCHING, GREY_PHOTOS, colour_distribution_transfer, colour_mapping_ceiling, etching_look, global_part,
+                      periodic_peak)
 from cyclegan.demo import PHOTOS, build_demo_dataset, score, translate_test_crops
 
 
@@ -91,3 +92,20 @@ def test_second_task_uses_other_photos_and_a_spatial_transform(tmp_path):
     assert ceilings["etching"] < ceilings["winter"] - 5
     with pytest.raises(ValueError, match="valid: winter"):
         build_demo_dataset(tmp_path / "x", task="summer")
+
+
+def test_global_part_tells_a_short_global_mapping_from_one_that_varies_with_the_image():
+    images = list(smooth_images())
+    truth = [((x + 1) / 2) ** 1.5 * 2 - 1 for x in images]  # a global tone curve
+    halfway = [x + 0.5 * (t - x) for x, t in zip(images, truth)]  # the right mapping, half the way
+    short = global_part(images, halfway, truth)
+    assert short["reach"] == pytest.approx(0.5)
+    assert short["global_share_psnr_db"] > 40  # halfway is one mapping of the pixel's colour
+    assert abs(short["global_part_psnr_db"] - short["translation_psnr_db"]) < 0.5
+    # all the way on average, but each image off by its own offset: a global part better than G itself
+    offsets = [0.3 * (-1) ** i for i in range(len(images))]
+    varying = [t + o for t, o in zip(truth, offsets)]
+    split = global_part(images, varying, truth)
+    assert split["reach"] == pytest.approx(1.0, abs=0.1)
+    assert split["global_share_psnr_db"] < 25
+    assert split["global_part_psnr_db"] > split["translation_psnr_db"] + 6
