@@ -1,6 +1,6 @@
 """Analysis that only the benchmarks use (and the tests that check it): the per-pixel colour ceiling,
-the unpaired colour distribution transfer, a translation's global part, the checkerboard measure, and the second ground-truth
-task, ``etching``, beside the demo's ``winter``.
+the unpaired colour distribution transfer, a translation's global part, the checkerboard measure, and
+the second ground-truth task, ``etching``, beside the demo's ``winter``.
 
 Import it from a benchmark script (``benchmarks/`` is the script's own folder) or from the tests
 (conftest puts ``benchmarks/`` on the path).

@@ -3,12 +3,13 @@
     python benchmarks/global_part.py /tmp/l162/dusk/dusk_fast_colour1 /tmp/l162/dusk/data_162_scenes
 
 RUN is a run folder (or checkpoint); DATA a learning-benchmark data folder with testA/ and testA_truth/.
-A global colour mapping g (a cubic polynomial of the channels) is fitted to the run's own translations G(a)
-of the held-out crops (all of them together), and three mean PSNRs are printed: G(a) against the truth T(a); g(a) against T(a), what G's
-average colour mapping would score alone; and g(a) against G(a), how far G is such a mapping at all. On a
-per-pixel task (dusk, split_tone) a g(a) far above G(a) means that the mapping G learnt on average is right
-and its error is what varies from image to image; a g(a) near G(a) means the mapping itself is wrong. The
-reach says how: the least-squares k of G(a) - a = k (T(a) - a), 1 all the way to the truth, below 1 short of it.
+A global colour mapping g (a cubic polynomial of the channels) is fitted to the run's own translations
+G(a) of the held-out crops (all of them together). Printed: G(a) against the truth T(a); g(a) against T(a),
+what G's average colour mapping would score alone; g(a) against G(a), how far G is such a mapping at all
+(all mean PSNRs); and the reach, the least-squares k of G(a) - a = k (T(a) - a): 1 all the way to the
+truth, below 1 short of it. On a per-pixel task (dusk, split_tone) a g(a) far above G(a) means that the
+mapping G learnt on average is right and its error varies from image to image; a g(a) near G(a) with a
+reach below 1 means the mapping is right in kind and stops short.
 """
 
 from __future__ import annotations
