@@ -118,9 +118,9 @@ def global_part(inputs: list[torch.Tensor], translations: list[torch.Tensor], tr
     (how far G is a global mapping at all); ``reach`` how far G(a) went from a towards T(a), the least-squares
     k of G(a) - a = k (T(a) - a) over all pixels (0: the identity, 1: all the way, below 1: short of it)."""
     g = per_pixel_fits(inputs, translations)["cubic"]
-    a, moved, needed = _pixels(inputs), _pixels(translations), _pixels(truths)
-    moved, needed = moved - a, needed - a
-    return {"translation_psnr_db": _mean_psnr(_pixels(translations), truths),
+    a, translated = _pixels(inputs), _pixels(translations)
+    moved, needed = translated - a, _pixels(truths) - a
+    return {"translation_psnr_db": _mean_psnr(translated, truths),
             "global_part_psnr_db": _mean_psnr(g, truths), "global_share_psnr_db": _mean_psnr(g, translations),
             "reach": float((moved * needed).sum() / (needed * needed).sum())}
 
