@@ -1,6 +1,7 @@
 """Analysis that only the benchmarks use (and the tests that check it): the per-pixel colour ceiling,
-the unpaired colour distribution transfer, a translation's global part, the checkerboard measure, and
-the second ground-truth task, ``etching``, beside the demo's ``winter``.
+a translation's global part, the checkerboard measure, and the second ground-truth task, ``etching``,
+beside the demo's ``winter``. The unpaired colour distribution transfer is the package's
+(``cyclegan.colour_transfer``), since ``--colour_transfer_start`` trains from it.
 
 Import it from a benchmark script (``benchmarks/`` is the script's own folder) or from the tests
 (conftest puts ``benchmarks/`` on the path).
@@ -8,14 +9,15 @@ Import it from a benchmark script (``benchmarks/`` is the script's own folder) o
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 import torch
 from PIL import Image
 
+from cyclegan.colour_transfer import fit_cubic
 from cyclegan.demo import Task
+from cyclegan.models.layers import cubic_features
 from cyclegan.metrics import unit_range
 
 GREY_PHOTOS = ("camera.png", "brick.png", "grass.png", "gravel.png", "moon.png", "coins.png", "cell.png",
@@ -71,16 +73,6 @@ def _mean_psnr(predicted: np.ndarray, truths: list[torch.Tensor]) -> float:
     return float(np.mean(scores))
 
 
-def _cubic_features(x: np.ndarray) -> np.ndarray:
-    """1 and every monomial of the channels up to degree 3: (N, 20) for RGB."""
-    columns = [np.ones(len(x))]
-    channels = range(x.shape[1])
-    for degree in (1, 2, 3):
-        for combo in itertools.combinations_with_replacement(channels, degree):
-            columns.append(np.prod(x[:, combo], axis=1))
-    return np.stack(columns, axis=1)
-
-
 def colour_mapping_ceiling(inputs: list[torch.Tensor], truths: list[torch.Tensor], *, bins: int = 32) -> dict[str, float]:
     """How well the best per-pixel colour mapping, fitted to the truth itself, can do (mean PSNR, dB).
 
@@ -104,9 +96,9 @@ def per_pixel_fits(inputs: list[torch.Tensor], targets: list[torch.Tensor], *, b
     cell = np.ravel_multi_index(tuple(cells.T), (bins,) * x.shape[1])
     counts = np.bincount(cell, minlength=bins ** x.shape[1])
     table = np.stack([np.bincount(cell, weights=y[:, c], minlength=len(counts)) for c in range(y.shape[1])], axis=1)
-    features = _cubic_features(x)
-    coefficients, *_ = np.linalg.lstsq(features, y, rcond=None)
-    return {"lut": table[cell] / counts[cell, None], "cubic": features @ coefficients}
+    weight, bias = fit_cubic(torch.from_numpy(x), torch.from_numpy(y))
+    cubic = cubic_features(torch.from_numpy(x), dim=1) @ weight.T + bias
+    return {"lut": table[cell] / counts[cell, None], "cubic": cubic.numpy()}
 
 
 def global_part(inputs: list[torch.Tensor], translations: list[torch.Tensor], truths: list[torch.Tensor]) -> dict[str, float]:
@@ -123,42 +115,6 @@ def global_part(inputs: list[torch.Tensor], translations: list[torch.Tensor], tr
     return {"translation_psnr_db": _mean_psnr(translated, truths),
             "global_part_psnr_db": _mean_psnr(g, truths), "global_share_psnr_db": _mean_psnr(g, translations),
             "reach": float((moved * needed).sum() / (needed * needed).sum())}
-
-
-def colour_distribution_transfer(source: np.ndarray, target: np.ndarray, *, iterations: int = 30, quantiles: int = 1001,
-                                 seed: int = 0):
-    """Fit the iterative distribution transfer of Pitie et al. (2005) from ``source`` colours to
-    ``target`` colours ((N, C) arrays in [0, 1], unpaired) and return the fitted mapping.
-
-    Each round rotates colour space at random and matches every rotated axis's 1-D distribution by
-    quantiles. It uses only the two colour distributions, as an unpaired method must: applied to
-    held-out inputs, it shows how far matching the domains' colours can get on a task (the unpaired
-    reference of benchmarks/learning.py).
-    """
-    rng = np.random.default_rng(seed)
-    levels = np.linspace(0.0, 1.0, quantiles)
-    steps = []  # (rotation, per-axis (source quantiles, target quantiles))
-    current = np.asarray(source, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    for _ in range(iterations):
-        rotation, _ = np.linalg.qr(rng.normal(size=(current.shape[1],) * 2))
-        rotated, rotated_target = current @ rotation, target @ rotation
-        axes = [(np.quantile(rotated[:, k], levels), np.quantile(rotated_target[:, k], levels)) for k in range(rotated.shape[1])]
-        for k, (from_q, to_q) in enumerate(axes):
-            rotated[:, k] = np.interp(rotated[:, k], from_q, to_q)
-        current = rotated @ rotation.T
-        steps.append((rotation, axes))
-
-    def apply(pixels: np.ndarray) -> np.ndarray:
-        out = np.asarray(pixels, dtype=np.float64)
-        for rotation, axes in steps:
-            rotated = out @ rotation
-            for k, (from_q, to_q) in enumerate(axes):
-                rotated[:, k] = np.interp(rotated[:, k], from_q, to_q)
-            out = rotated @ rotation.T
-        return np.clip(out, 0.0, 1.0)
-
-    return apply
 
 
 def periodic_peak(images: torch.Tensor, period: int, *, neighbourhood: int = 2) -> float:

@@ -110,6 +110,12 @@ class ModelConfig:
         "residual: one tone and colour curve for every image, which the instance-normalised trunk cannot "
         "express (0 = none; needs --global_residual; not in the fast recipe, see README: Recipes)",
     )
+    colour_transfer_start: bool = option(
+        False,
+        "add the global residual to a learnt cubic colour map of the input, started at the unpaired colour "
+        "transfer between the training domains (fitted before the first step), not at the identity "
+        "(needs --global_residual; not in the fast recipe, see README: Recipes)",
+    )
 
     def generator_channels(self, direction: str) -> tuple[int, int]:
         """(in, out) channels of the generator that translates ``direction``: G_A maps input_nc to output_nc."""
@@ -489,8 +495,10 @@ def validate(config: ExperimentConfig) -> None:
     if d.preprocess in CROPPING_PREPROCESS and d.crop_size % stride:
         raise ValueError(f"--crop_size {d.crop_size} is not a multiple of {stride}, the size {m.netG} needs "
                          f"(its output would not match its input); use e.g. --crop_size {max(stride, d.crop_size // stride * stride)}")
-    if m.netG.startswith("unet") and (m.global_residual or m.upsample != "transpose" or m.colour_path):
-        raise ValueError(f"--netG {m.netG} has no --global_residual, --upsample resize or --colour_path (--recipe fast "
+    if m.netG.startswith("unet") and (m.global_residual or m.upsample != "transpose" or m.colour_path
+                                      or m.colour_transfer_start):
+        raise ValueError(f"--netG {m.netG} has no --global_residual, --upsample resize, --colour_path or "
+                         f"--colour_transfer_start (--recipe fast "
                          f"sets the first two): pass --netG resnet_9blocks or resnet_6blocks, or --no-global_residual "
                          f"--upsample transpose")
     check_discriminator_scales(m, d)
@@ -501,6 +509,8 @@ def validate(config: ExperimentConfig) -> None:
         raise ValueError("global_residual needs input_nc == output_nc")
     if m.colour_path and not m.global_residual:
         raise ValueError("--colour_path adds to the global residual: it needs --global_residual")
+    if m.colour_transfer_start and not m.global_residual:
+        raise ValueError("--colour_transfer_start starts the global residual's colour map: it needs --global_residual")
     if m.colour_path < 0:
         raise ValueError(f"--colour_path must be 0 (none) or a positive number of channels, got {m.colour_path}")
     if t.lambda_identity > 0 and m.input_nc != m.output_nc:

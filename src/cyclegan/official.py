@@ -29,7 +29,8 @@ OFFICIAL_PIX2PIX_NETWORKS = {"G": "g_ab", "D": "d_b"}  # netG, and netD, which j
 OFFICIAL_GENERATOR_DEFAULTS = {"netG": "resnet_9blocks", "ngf": 64, "norm": "instance", "no_dropout": True,
                                "input_nc": 3, "output_nc": 3}
 STALE_INSTANCE_NORM_KEYS = ("running_mean", "running_var", "num_batches_tracked")
-OFFICIAL_ARCHITECTURE = {"upsample": "transpose", "global_residual": False, "colour_path": 0, "norm_D": "same"}
+OFFICIAL_ARCHITECTURE = {"upsample": "transpose", "global_residual": False, "colour_path": 0,
+                         "colour_transfer_start": False, "norm_D": "same"}
 
 
 def resnet_key_pairs(n_blocks: int) -> list[tuple[str, str]]:

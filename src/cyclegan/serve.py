@@ -58,6 +58,7 @@ class TranslationService:
             "model": m.model,
             "architecture": {"netG": m.netG, "ngf": m.ngf, "norm": m.norm, "upsample": m.upsample,
                              "global_residual": m.global_residual, "colour_path": m.colour_path,
+                             "colour_transfer_start": m.colour_transfer_start,
                              "input_nc": m.input_nc, "output_nc": m.output_nc},
             "training_data": Path(config.data.dataroot).name,
             "recipe": config.train.recipe,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .checkpoint import EMA_SUFFIX, LATEST, Checkpoint, save_checkpoint
+from .colour_transfer import transfer_as_cubic
 from .config import ExperimentConfig, build_experiment
 from .data import UnpairedDataset
 from .devices import autocast, check_precision, memory_format, pick_device, resolve_precision, settle_cpu_maths
@@ -28,6 +29,7 @@ from .distributed import SINGLE, Distributed, device_for, sync_batch_norm
 from .hub import is_hub_name
 from .image_pool import ImagePool
 from .losses import ColourSums, add_sums, colour_moments, colour_sums
+from .names import GENERATOR_FOR_DIRECTION
 from .objective import (ConditionalDiscriminatorSide, CycleGAN, DiscriminatorSide, GeneratorSide, build_objective,
                         set_requires_grad)
 from .schedules import LR_FACTORS, Plateau, ema_weight, fade_factor, linear_decay, ramp_factor, warmup_factor
@@ -35,6 +37,7 @@ from .schedules import LR_FACTORS, Plateau, ema_weight, fade_factor, linear_deca
 log = logging.getLogger(__name__)
 
 COLOUR_TARGET_IMAGES = 256  # training images per domain whose colour moments are the targets
+COLOUR_TRANSFER_PIXELS = 200_000  # pixels per domain that --colour_transfer_start's transfer is fitted to
 
 # Options that may change when a run is resumed: they steer the loop, not what is learnt per step.
 RESUME_OVERRIDABLE = frozenset({
@@ -256,6 +259,36 @@ class Trainer:
             for image in dataset.spread_sample(key, COLOUR_TARGET_IMAGES, self.config.train.seed):
                 sums = colour_sums(image[None]) if sums is None else add_sums(sums, colour_sums(image[None]))
             self.colour_targets[key] = colour_moments(sums).to(self.device)
+
+    def start_from_colour_transfer(self, dataset: UnpairedDataset) -> dict[str, float]:
+        """--colour_transfer_start: set each generator's colour map (and its moving average) to the unpaired colour
+        transfer from its source domain's training colours to its target domain's. Returns, per generator, the
+        mean absolute change (on [-1, 1]) the map makes to its source colours, for the log."""
+        seed = self.config.train.seed
+        pixels = {key: self._pixel_sample(dataset, key, seed) for key in ("a", "b")}
+        moved = {}
+        for direction, name in GENERATOR_FOR_DIRECTION.items():
+            if name not in self.model.generator_names:
+                continue
+            source, target = (pixels["a"], pixels["b"]) if direction == "AtoB" else (pixels["b"], pixels["a"])
+            weight, bias = transfer_as_cubic(source, target, seed=seed)
+            for net in (getattr(self.model, name), self.ema.get(f"{name}{EMA_SUFFIX}")):
+                if net is not None:
+                    net.colour_map.set_cubic(weight.float(), bias.float())
+            with torch.no_grad():
+                mapped = getattr(self.model, name).colour_map(source.T[None, :, :, None].to(self.device).float())
+            moved[name] = float((mapped[0, :, :, 0].T.cpu() - source).abs().mean())
+        return moved
+
+    @staticmethod
+    def _pixel_sample(dataset: UnpairedDataset, key: str, seed: int) -> torch.Tensor:
+        """Up to COLOUR_TRANSFER_PIXELS colours (N, C) in [-1, 1], drawn from the domain's spread sample of images."""
+        images = list(dataset.spread_sample(key, COLOUR_TARGET_IMAGES, seed))
+        colours = torch.cat([image.reshape(image.shape[0], -1).T for image in images])
+        if len(colours) <= COLOUR_TRANSFER_PIXELS:
+            return colours
+        chosen = torch.randperm(len(colours), generator=torch.Generator().manual_seed(seed))[:COLOUR_TRANSFER_PIXELS]
+        return colours[chosen]
 
     def _colour_inputs(self) -> dict[str, tuple[torch.Tensor, ColourSums | None]] | None:
         """For the colour-moment loss: each domain's target moments and the sums of its fakes in the pool."""

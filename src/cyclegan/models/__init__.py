@@ -9,7 +9,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..names import BASIC_D_LAYERS
 from .discriminators import MultiscaleDiscriminator, NLayerDiscriminator, PixelDiscriminator
-from .generators import ResnetBlock, ResnetGenerator, UnetGenerator, UnetSkipBlock
+from .generators import ColourMap, ResnetBlock, ResnetGenerator, UnetGenerator, UnetSkipBlock
 from .layers import init_weights, lookup
 
 GENERATORS = {
@@ -38,6 +38,7 @@ def build_generator(cfg: ModelConfig, *, in_channels: int | None = None, out_cha
         upsample=cfg.upsample,
         global_residual=cfg.global_residual,
         colour_path=cfg.colour_path,
+        colour_map=cfg.colour_transfer_start,
     )
     init_weights(net, cfg.init_type, cfg.init_gain)
     if cfg.global_residual:
@@ -62,6 +63,7 @@ def build_discriminator(cfg: ModelConfig, *, in_channels: int) -> nn.Module:
 
 
 __all__ = [
+    "ColourMap",
     "DISCRIMINATORS",
     "GENERATORS",
     "MultiscaleDiscriminator",

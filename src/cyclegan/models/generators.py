@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import conv_bias, norm_factory
+from .layers import conv_bias, cubic_features, cubic_terms, norm_factory
 
 
 class ResnetBlock(nn.Module):
@@ -51,6 +51,37 @@ def _colour_branch(in_channels: int, out_channels: int, hidden: int) -> nn.Seque
                          nn.Conv2d(hidden, out_channels, 1))
 
 
+class ColourMap(nn.Module):
+    """One cubic polynomial of the channels, applied to every pixel of every image: a global colour map.
+
+    It starts as the identity; ``--colour_transfer_start`` sets it to the unpaired colour transfer between
+    the training domains before the first step, and it is trained with the rest of the generator. A 1x1
+    conv over the cubic's terms, so that it exports as plain convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        if in_channels != out_channels:
+            raise ValueError("a colour map needs in_channels == out_channels")
+        self.terms = nn.Conv2d(len(cubic_terms(in_channels)), out_channels, 1)
+        self.reset_to_identity()
+
+    def reset_to_identity(self) -> None:
+        nn.init.zeros_(self.terms.weight)
+        nn.init.zeros_(self.terms.bias)
+        with torch.no_grad():  # the first terms are the channels themselves
+            self.terms.weight[:, :self.terms.out_channels, 0, 0] = torch.eye(self.terms.out_channels)
+
+    @torch.no_grad()
+    def set_cubic(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Take a cubic fitted elsewhere ((C_out, terms) and (C_out,), the layout of ``colour_transfer.fit_cubic``)."""
+        self.terms.weight.copy_(weight.reshape(self.terms.weight.shape))
+        self.terms.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.terms(cubic_features(x, dim=1))
+
+
 class ResnetGenerator(nn.Module):
     """c7s1-k, two stride-2 downsamplings, ``n_blocks`` residual blocks, two upsamplings, c7s1-out.
 
@@ -71,12 +102,15 @@ class ResnetGenerator(nn.Module):
         upsample: str = "transpose",
         global_residual: bool = False,
         colour_path: int = 0,
+        colour_map: bool = False,
     ):
         super().__init__()
         if global_residual and in_channels != out_channels:
             raise ValueError("global_residual needs in_channels == out_channels")
         if colour_path and not global_residual:
             raise ValueError("colour_path needs global_residual=True")
+        if colour_map and not global_residual:
+            raise ValueError("colour_map needs global_residual=True")
         make_norm, bias = norm_factory(norm), conv_bias(norm)
         c = base_channels
         self.global_residual = global_residual
@@ -97,6 +131,8 @@ class ResnetGenerator(nn.Module):
         head_in = c + in_channels if global_residual else c
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(head_in, out_channels, 7))
         self.colour = _colour_branch(in_channels, out_channels, colour_path) if colour_path else None
+        # The residual is added to a global colour map of the input instead of the input itself.
+        self.colour_map = ColourMap(in_channels, out_channels) if colour_map else None
 
     def start_as_identity(self) -> None:
         """Zero the last conv so that a global-residual generator starts as the identity map."""
@@ -106,6 +142,8 @@ class ResnetGenerator(nn.Module):
         for last in lasts:
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+        if self.colour_map is not None:
+            self.colour_map.reset_to_identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.finish(self.up(self.blocks(self.down(self.stem(x)))), x)
@@ -141,7 +179,8 @@ class ResnetGenerator(nn.Module):
             residual = self.head(torch.cat([h, x], dim=1))  # (B, out_channels, H, W)
             if self.colour is not None:
                 residual = residual + self.colour(x)
-            return (x + residual).clamp(-1.0, 1.0)
+            base = x if self.colour_map is None else self.colour_map(x)
+            return (base + residual).clamp(-1.0, 1.0)
         return torch.tanh(self.head(h))
 
 
@@ -189,11 +228,11 @@ class UnetGenerator(nn.Module):
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, *, num_downs: int = 8, base_channels: int = 64,
                  norm: str = "batch", dropout: bool = False, upsample: str = "transpose", global_residual: bool = False,
-                 colour_path: int = 0):
+                 colour_path: int = 0, colour_map: bool = False):
         super().__init__()
-        if upsample != "transpose" or global_residual or colour_path:
-            raise ValueError("the U-Net generators support only --upsample transpose without --global_residual "
-                             "or --colour_path")
+        if upsample != "transpose" or global_residual or colour_path or colour_map:
+            raise ValueError("the U-Net generators support only --upsample transpose without --global_residual, "
+                             "--colour_path or --colour_transfer_start")
         c = base_channels
         block = UnetSkipBlock(c * 8, c * 8, innermost=True, norm=norm)
         for _ in range(num_downs - 5):

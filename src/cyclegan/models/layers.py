@@ -1,7 +1,8 @@
-"""Building blocks shared by the generators and discriminators: norms and initialisation."""
+"""Building blocks shared by the generators and discriminators: norms, initialisation, cubic colour terms."""
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
 from typing import Callable
 
@@ -16,6 +17,24 @@ NORM_LAYERS: dict[str, NormFactory] = {
     "batch": partial(nn.BatchNorm2d, affine=True, track_running_stats=True),
     "none": lambda channels: nn.Identity(),
 }
+
+
+def cubic_terms(channels: int) -> list[tuple[int, ...]]:
+    """The monomials of a cubic in ``channels`` variables, without the constant: each a tuple of channel
+    indices whose product it is ((0,), (1,), ..., (0, 0), (0, 1), ..., (2, 2, 2): 19 for RGB)."""
+    return [combo for degree in (1, 2, 3) for combo in itertools.combinations_with_replacement(range(channels), degree)]
+
+
+def cubic_features(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Every monomial of ``cubic_terms`` of the channels along ``dim``, stacked along ``dim`` (no constant)."""
+    channels = x.unbind(dim)
+    columns = []
+    for combo in cubic_terms(len(channels)):
+        product = channels[combo[0]]
+        for index in combo[1:]:
+            product = product * channels[index]
+        columns.append(product)
+    return torch.stack(columns, dim)
 
 
 def norm_factory(name: str) -> NormFactory:

@@ -1,0 +1,150 @@
+"""The unpaired colour transfer and --colour_transfer_start: generators that start from it, not the identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cyclegan.checkpoint import load_generator
+from cyclegan.colour_transfer import distribution_transfer, fit_cubic, transfer_as_cubic
+from cyclegan.metrics import psnr
+from cyclegan.models import ColourMap
+from cyclegan.models.layers import cubic_features, cubic_terms
+from cyclegan.run import fit, make_dataset
+from cyclegan.training import Trainer
+
+
+def test_distribution_transfer_recovers_a_colour_change_from_unpaired_samples():
+    rng = np.random.default_rng(0)
+
+    def photo_colours(n):  # correlated, photo-like colours
+        base = rng.beta(2, 3, size=(n, 1))
+        return np.clip(base + rng.normal(0, 0.08, size=(n, 3)), 0, 1)
+
+    def look(x):  # desaturate, tint, lift
+        grey = x.mean(axis=1, keepdims=True)
+        return 0.1 + 0.8 * (0.6 * x + 0.4 * grey) * np.array([0.9, 1.0, 1.1])
+
+    source, target = photo_colours(50_000), look(photo_colours(50_000))  # unpaired: different samples
+    held_out = photo_colours(5_000)
+    transfer = distribution_transfer(source, target, iterations=20)
+    error = np.sqrt(((transfer(held_out) - look(held_out)) ** 2).mean())
+    assert error < 0.25 * np.sqrt(((held_out - look(held_out)) ** 2).mean())
+    assert error < 0.02
+
+
+def test_a_colour_map_starts_as_the_identity_and_holds_a_fitted_cubic():
+    assert len(cubic_terms(3)) == 19 and len(cubic_terms(1)) == 3
+    x = torch.rand(2, 3, 5, 7) * 2 - 1
+    colour_map = ColourMap(3, 3)
+    assert torch.allclose(colour_map(x), x, atol=1e-6)
+    truth = lambda c: torch.stack([c[:, 0] ** 3 - 0.2 * c[:, 1] * c[:, 2], 0.5 * c[:, 1] + 0.1, c[:, 2] ** 2], 1)  # noqa: E731
+    pixels = torch.rand(5000, 3) * 2 - 1
+    weight, bias = fit_cubic(pixels, truth(pixels))
+    colour_map.set_cubic(weight.float(), bias.float())
+    assert torch.allclose(colour_map(x), truth(x), atol=1e-4)
+    assert torch.allclose(cubic_features(pixels.double(), dim=1) @ weight.T + bias, truth(pixels.double()), atol=1e-8)
+
+
+def dusk(x: np.ndarray) -> np.ndarray:
+    """A global tone change on [0, 1]: darker mid-tones, warmer."""
+    return np.clip(x ** 1.6 * np.array([1.0, 0.9, 0.75]), 0, 1)
+
+
+def smooth_images(count: int, seed: int) -> list[np.ndarray]:
+    """Photo-like images (H, W, 3) on [0, 1]: smooth random colour fields, each with a colour cast of its own."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        small = rng.random((5, 5, 3)) * 0.6 + rng.random(3) * 0.4
+        big = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((40, 40), Image.BICUBIC)) / 255.0
+        images.append(big)
+    return images
+
+
+def write(folder, images) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        Image.fromarray(np.round(image * 255).astype(np.uint8)).save(folder / f"{index:03d}.png")
+
+
+@pytest.fixture
+def tone_task(tmp_path):
+    """Unpaired data of a global tone task: trainB is the tone applied to other images than trainA's."""
+    root = tmp_path / "tone"
+    write(root / "trainA", smooth_images(24, seed=1))
+    write(root / "trainB", [dusk(image) for image in smooth_images(24, seed=2)])
+    return root
+
+
+def held_out_pairs() -> tuple[torch.Tensor, torch.Tensor]:
+    images = np.stack(smooth_images(6, seed=3))[:, 4:36, 4:36]
+    to_tensor = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() * 2 - 1  # noqa: E731
+    return to_tensor(images), to_tensor(dusk(images))
+
+
+def test_generators_start_from_the_unpaired_colour_transfer(tiny_config, tone_task):
+    trainer = Trainer(tiny_config(dataroot=str(tone_task), global_residual=True, colour_transfer_start=True,
+                                  ema_decay=0.999))
+    a, truth = held_out_pairs()
+    with torch.no_grad():
+        assert torch.equal(trainer.model.g_ab(a), a)  # the identity until the start is fitted
+    moved = trainer.start_from_colour_transfer(make_dataset(trainer))
+    assert set(moved) == {"g_ab", "g_ba"} and all(value > 0.05 for value in moved.values())
+    with torch.no_grad():
+        translated, back = trainer.model.g_ab(a), trainer.model.g_ba(truth)
+        averaged = trainer.ema["g_ab_ema"](a)
+    assert psnr(translated, truth) > psnr(a, truth) + 8  # most of the way to the tone, from unpaired colours
+    assert psnr(back, a) > psnr(truth, a) + 8  # and the other generator most of the way back
+    assert torch.equal(averaged, translated)
+
+
+def test_a_run_fits_its_start_once_and_reloads_without_flags(tiny_config, tone_task):
+    options = dict(dataroot=str(tone_task), global_residual=True, colour_transfer_start=True, pool_size=3)
+    trainer = Trainer(tiny_config(**options, max_iters=2))
+    fit(trainer, show_progress=False)
+    a, truth = held_out_pairs()
+    generator = load_generator(trainer.run_dir, "AtoB")
+    with torch.no_grad():
+        assert psnr(generator(a), truth) > psnr(a, truth) + 8
+    fitted = {k: v.clone() for k, v in trainer.model.g_ab.colour_map.state_dict().items()}
+    resumed = Trainer.resume(trainer.run_dir, overrides={"max_iters": 3})
+    assert all(torch.equal(v, resumed.model.g_ab.colour_map.state_dict()[k]) for k, v in fitted.items())
+    refits = []
+    resumed.start_from_colour_transfer = lambda dataset: refits.append(dataset)  # a resumed run keeps its maps
+    fit(resumed, show_progress=False)
+    assert not refits and resumed.total_iters == 3
+
+
+@pytest.mark.numerics
+def test_resume_is_exact_with_the_colour_transfer_start(tiny_config, tone_task):
+    options = {"dataroot": str(tone_task), "global_residual": True, "colour_transfer_start": True, "pool_size": 3}
+    straight = Trainer(tiny_config(**options, max_iters=4))
+    fit(straight, show_progress=False)
+    halves = Trainer(tiny_config(**options, max_iters=2, name="halves"))
+    fit(halves, show_progress=False)
+    resumed = Trainer.resume(halves.run_dir, overrides={"max_iters": 4})
+    fit(resumed, show_progress=False)
+    for name, net in straight.model.networks().items():
+        for key, value in net.state_dict().items():
+            assert torch.equal(value, resumed.model.networks()[name].state_dict()[key]), (name, key)
+
+
+def test_the_colour_transfer_start_needs_the_global_residual(tiny_config):
+    with pytest.raises(ValueError, match="--colour_transfer_start.*--global_residual"):
+        tiny_config(colour_transfer_start=True)
+    with pytest.raises(ValueError, match="colour_transfer_start"):
+        tiny_config(colour_transfer_start=True, global_residual=True, netG="unet_128", crop_size=128, load_size=128)
+
+
+def test_transfer_as_cubic_works_on_the_networks_scale():
+    rng = np.random.default_rng(0)
+    source = torch.from_numpy(rng.random((20_000, 3))) * 2 - 1
+    target = torch.from_numpy(dusk(rng.random((20_000, 3)))) * 2 - 1
+    weight, bias = transfer_as_cubic(source, target)
+    held_out = torch.from_numpy(rng.random((2_000, 3)))
+    mapped = cubic_features(held_out * 2 - 1, dim=1) @ weight.T + bias
+    error = ((mapped + 1) / 2 - torch.from_numpy(dusk(held_out.numpy()))).abs().mean()
+    assert error < 0.02
