@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cyclegan import cli
 from cyclegan.checkpoint import load_generator
 from cyclegan.colour_transfer import distribution_transfer, fit_cubic, transfer_as_cubic
 from cyclegan.metrics import psnr
@@ -148,3 +149,17 @@ def test_transfer_as_cubic_works_on_the_networks_scale():
     mapped = cubic_features(held_out * 2 - 1, dim=1) @ weight.T + bias
     error = ((mapped + 1) / 2 - torch.from_numpy(dusk(held_out.numpy()))).abs().mean()
     assert error < 0.02
+
+
+@pytest.mark.numerics
+def test_a_generator_with_a_colour_map_exports_to_onnx(tiny_config, tone_task, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra (make test installs it)")
+    trainer = Trainer(tiny_config(dataroot=str(tone_task), global_residual=True, colour_transfer_start=True, max_iters=1))
+    fit(trainer, show_progress=False)
+    path = tmp_path / "g.onnx"
+    assert cli.main(["export", "--checkpoint", str(trainer.run_dir), "--format", "onnx", "--output", str(path)]) == 0
+    a, _ = held_out_pairs()
+    with torch.no_grad():
+        expected = load_generator(trainer.run_dir, "AtoB")(a).numpy()
+    got = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": a.numpy()})[0]
+    assert np.abs(got - expected).max() <= 1e-4

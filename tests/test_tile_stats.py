@@ -17,7 +17,8 @@ from cyclegan.tiling import TileOptions, TilePlan, blend, run_tiled, tile_output
 
 GENERATORS = {
     "resnet": dict(netG="resnet_6blocks", ngf=8),
-    "global_residual_colour": dict(netG="resnet_6blocks", ngf=8, global_residual=True, colour_path=8),
+    "global_residual_colour": dict(netG="resnet_6blocks", ngf=8, global_residual=True, colour_path=8,
+                                   colour_transfer_start=True),
     "resize_upsampling_dropout": dict(netG="resnet_9blocks", ngf=4, upsample="resize", no_dropout=False),
     "unet_instance": dict(netG="unet_128", ngf=4, norm="instance"),
 }
@@ -38,7 +39,7 @@ def generator(name: str) -> nn.Module:
     torch.manual_seed(0)
     net = build_generator(ModelConfig(**GENERATORS[name])).eval()
     if getattr(net, "global_residual", False):  # it starts as the identity, which no statistics change
-        for last in (net.head[-1], net.colour[-1]):
+        for last in (net.head[-1], net.colour[-1], net.colour_map.terms):
             nn.init.normal_(last.weight, 0.0, 0.1)
     return net
 
