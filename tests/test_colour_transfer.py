@@ -102,6 +102,16 @@ def test_generators_start_from_the_unpaired_colour_transfer(tiny_config, tone_ta
     assert torch.equal(averaged, translated)
 
 
+
+def test_the_one_sided_cut_model_starts_its_one_generator_from_the_transfer(tiny_config, tone_task):
+    trainer = Trainer(tiny_config(dataroot=str(tone_task), model="cut", lambda_identity=0.0, lambda_NCE=1.0,
+                                  num_patches=16, global_residual=True, colour_transfer_start=True))
+    assert set(trainer.start_from_colour_transfer(make_dataset(trainer))) == {"g_ab"}
+    a, truth = held_out_pairs()
+    with torch.no_grad():
+        assert psnr(trainer.model.g_ab(a), truth) > psnr(a, truth) + 8
+
+
 def test_a_run_fits_its_start_once_and_reloads_without_flags(tiny_config, tone_task):
     options = dict(dataroot=str(tone_task), global_residual=True, colour_transfer_start=True, pool_size=3)
     trainer = Trainer(tiny_config(**options, max_iters=2))
@@ -133,11 +143,13 @@ def test_resume_is_exact_with_the_colour_transfer_start(tiny_config, tone_task):
             assert torch.equal(value, resumed.model.networks()[name].state_dict()[key]), (name, key)
 
 
-def test_the_colour_transfer_start_needs_the_global_residual(tiny_config):
+def test_the_colour_transfer_start_needs_the_global_residual_and_unpaired_data(tiny_config):
     with pytest.raises(ValueError, match="--colour_transfer_start.*--global_residual"):
         tiny_config(colour_transfer_start=True)
     with pytest.raises(ValueError, match="colour_transfer_start"):
         tiny_config(colour_transfer_start=True, global_residual=True, netG="unet_128", crop_size=128, load_size=128)
+    with pytest.raises(ValueError, match="pix2pix has no --colour_transfer_start"):
+        tiny_config(colour_transfer_start=True, global_residual=True, model="pix2pix", lambda_identity=0.0)
 
 
 def test_transfer_as_cubic_works_on_the_networks_scale():

@@ -532,6 +532,9 @@ def validate_model(config: ExperimentConfig) -> None:
                          f"--model {model}")
     if model == "cycle_gan":
         return
+    if model == "pix2pix" and config.model.colour_transfer_start:
+        raise ValueError("--model pix2pix has no --colour_transfer_start: it learns the colours from the pairs "
+                         "(an unpaired colour transfer is for --model cycle_gan or cut)")
     cycle_only = {"lambda_identity": t.lambda_identity, "lambda_colour": t.lambda_colour, "lambda_paired": t.lambda_paired,
                   "cycle_beta": t.cycle_beta}
     if model == "pix2pix":
