@@ -9,7 +9,7 @@ from PIL import Image
 
 from cyclegan import cli
 from cyclegan.checkpoint import load_generator
-from cyclegan.colour_transfer import distribution_transfer, fit_cubic, transfer_as_cubic
+from cyclegan.colour_transfer import channel_transfer, distribution_transfer, fit_cubic, transfer_as_cubic
 from cyclegan.metrics import psnr
 from cyclegan.models import ColourMap
 from cyclegan.models.layers import cubic_features, cubic_terms
@@ -34,6 +34,16 @@ def test_distribution_transfer_recovers_a_colour_change_from_unpaired_samples():
     error = np.sqrt(((transfer(held_out) - look(held_out)) ** 2).mean())
     assert error < 0.25 * np.sqrt(((held_out - look(held_out)) ** 2).mean())
     assert error < 0.02
+
+
+def test_channel_transfer_matches_each_channel_and_only_each_channel():
+    rng = np.random.default_rng(0)
+    source, other = rng.random((50_000, 3)), rng.random((50_000, 3))
+    curves = lambda x: np.stack([x[:, 0] ** 2, np.sqrt(x[:, 1]), 0.2 + 0.6 * x[:, 2]], axis=1)  # noqa: E731
+    held_out = rng.random((5_000, 3))
+    assert np.abs(channel_transfer(source, curves(other))(held_out) - curves(held_out)).max() < 0.01
+    swapped = channel_transfer(source, other[:, ::-1] * [1.0, 0.5, 1.0])(held_out)  # channels taken from each other
+    assert np.abs(swapped[:, 1] - held_out[:, 1] * 0.5).max() < 0.01  # it still maps each channel from itself
 
 
 def test_a_colour_map_starts_as_the_identity_and_holds_a_fitted_cubic():
@@ -86,8 +96,9 @@ def held_out_pairs() -> tuple[torch.Tensor, torch.Tensor]:
     return to_tensor(images), to_tensor(dusk(images))
 
 
-def test_generators_start_from_the_unpaired_colour_transfer(tiny_config, tone_task):
-    trainer = Trainer(tiny_config(dataroot=str(tone_task), global_residual=True, colour_transfer_start=True,
+@pytest.mark.parametrize("kind", ["channels", "joint"])
+def test_generators_start_from_the_unpaired_colour_transfer(tiny_config, tone_task, kind):
+    trainer = Trainer(tiny_config(dataroot=str(tone_task), global_residual=True, colour_transfer_start=kind,
                                   ema_decay=0.999))
     a, truth = held_out_pairs()
     with torch.no_grad():
@@ -105,7 +116,7 @@ def test_generators_start_from_the_unpaired_colour_transfer(tiny_config, tone_ta
 
 def test_the_one_sided_cut_model_starts_its_one_generator_from_the_transfer(tiny_config, tone_task):
     trainer = Trainer(tiny_config(dataroot=str(tone_task), model="cut", lambda_identity=0.0, lambda_NCE=1.0,
-                                  num_patches=16, global_residual=True, colour_transfer_start=True))
+                                  num_patches=16, global_residual=True, colour_transfer_start="joint"))
     assert set(trainer.start_from_colour_transfer(make_dataset(trainer))) == {"g_ab"}
     a, truth = held_out_pairs()
     with torch.no_grad():
@@ -113,7 +124,7 @@ def test_the_one_sided_cut_model_starts_its_one_generator_from_the_transfer(tiny
 
 
 def test_a_run_fits_its_start_once_and_reloads_without_flags(tiny_config, tone_task):
-    options = dict(dataroot=str(tone_task), global_residual=True, colour_transfer_start=True, pool_size=3)
+    options = dict(dataroot=str(tone_task), global_residual=True, colour_transfer_start="joint", pool_size=3)
     trainer = Trainer(tiny_config(**options, max_iters=2))
     fit(trainer, show_progress=False)
     a, truth = held_out_pairs()
@@ -131,7 +142,7 @@ def test_a_run_fits_its_start_once_and_reloads_without_flags(tiny_config, tone_t
 
 @pytest.mark.numerics
 def test_resume_is_exact_with_the_colour_transfer_start(tiny_config, tone_task):
-    options = {"dataroot": str(tone_task), "global_residual": True, "colour_transfer_start": True, "pool_size": 3}
+    options = {"dataroot": str(tone_task), "global_residual": True, "colour_transfer_start": "joint", "pool_size": 3}
     straight = Trainer(tiny_config(**options, max_iters=4))
     fit(straight, show_progress=False)
     halves = Trainer(tiny_config(**options, max_iters=2, name="halves"))
@@ -145,28 +156,31 @@ def test_resume_is_exact_with_the_colour_transfer_start(tiny_config, tone_task):
 
 def test_the_colour_transfer_start_needs_the_global_residual_and_unpaired_data(tiny_config):
     with pytest.raises(ValueError, match="--colour_transfer_start.*--global_residual"):
-        tiny_config(colour_transfer_start=True)
+        tiny_config(colour_transfer_start="joint")
     with pytest.raises(ValueError, match="colour_transfer_start"):
-        tiny_config(colour_transfer_start=True, global_residual=True, netG="unet_128", crop_size=128, load_size=128)
+        tiny_config(colour_transfer_start="joint", global_residual=True, netG="unet_128", crop_size=128, load_size=128)
     with pytest.raises(ValueError, match="pix2pix has no --colour_transfer_start"):
-        tiny_config(colour_transfer_start=True, global_residual=True, model="pix2pix", lambda_identity=0.0)
+        tiny_config(colour_transfer_start="joint", global_residual=True, model="pix2pix", lambda_identity=0.0)
 
 
 def test_transfer_as_cubic_works_on_the_networks_scale():
     rng = np.random.default_rng(0)
     source = torch.from_numpy(rng.random((20_000, 3))) * 2 - 1
     target = torch.from_numpy(dusk(rng.random((20_000, 3)))) * 2 - 1
-    weight, bias = transfer_as_cubic(source, target)
     held_out = torch.from_numpy(rng.random((2_000, 3)))
-    mapped = cubic_features(held_out * 2 - 1, dim=1) @ weight.T + bias
-    error = ((mapped + 1) / 2 - torch.from_numpy(dusk(held_out.numpy()))).abs().mean()
-    assert error < 0.02
+    for kind in ("channels", "joint"):
+        weight, bias = transfer_as_cubic(source, target, kind=kind)
+        mapped = cubic_features(held_out * 2 - 1, dim=1) @ weight.T + bias
+        error = ((mapped + 1) / 2 - torch.from_numpy(dusk(held_out.numpy()))).abs().mean()
+        assert error < 0.02, kind
+    with pytest.raises(ValueError, match="unknown colour transfer 'other'; valid: channels, joint"):
+        transfer_as_cubic(source, target, kind="other")
 
 
 @pytest.mark.numerics
 def test_a_generator_with_a_colour_map_exports_to_onnx(tiny_config, tone_task, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra (make test installs it)")
-    trainer = Trainer(tiny_config(dataroot=str(tone_task), global_residual=True, colour_transfer_start=True, max_iters=1))
+    trainer = Trainer(tiny_config(dataroot=str(tone_task), global_residual=True, colour_transfer_start="joint", max_iters=1))
     fit(trainer, show_progress=False)
     path = tmp_path / "g.onnx"
     assert cli.main(["export", "--checkpoint", str(trainer.run_dir), "--format", "onnx", "--output", str(path)]) == 0

@@ -18,7 +18,7 @@ from cyclegan.tiling import TileOptions, TilePlan, blend, run_tiled, tile_output
 GENERATORS = {
     "resnet": dict(netG="resnet_6blocks", ngf=8),
     "global_residual_colour": dict(netG="resnet_6blocks", ngf=8, global_residual=True, colour_path=8,
-                                   colour_transfer_start=True),
+                                   colour_transfer_start="joint"),
     "resize_upsampling_dropout": dict(netG="resnet_9blocks", ngf=4, upsample="resize", no_dropout=False),
     "unet_instance": dict(netG="unet_128", ngf=4, norm="instance"),
 }

@@ -1,9 +1,11 @@
-"""Unpaired colour transfer between two sets of colours, and the cubic colour maps that hold it.
+"""Unpaired colour transfers between two sets of colours, and the cubic colour maps that hold them.
 
-The iterative distribution transfer of Pitie et al. (2005) matches one colour distribution to another
-using nothing but the two distributions, as an unpaired method must. ``--colour_transfer_start`` starts
-each generator's colour map (a cubic polynomial of the channels, ``models.ColourMap``) at a cubic fitted to
-that transfer, and the benchmarks use the transfer as the unpaired reference of a task.
+Both use nothing but the two colour distributions, as an unpaired method must. ``channel_transfer``
+matches each channel's histogram on its own (one monotone tone curve per channel: the least displacement
+that matches every channel's distribution); ``distribution_transfer``, the iterative distribution transfer
+of Pitie et al. (2005), matches the joint distribution. ``--colour_transfer_start`` starts each generator's
+colour map (a cubic polynomial of the channels, ``models.ColourMap``) at a cubic fitted to one of them, and
+the benchmarks use the joint transfer as the unpaired reference of a task.
 """
 
 from __future__ import annotations
@@ -59,10 +61,32 @@ def distribution_transfer(source: np.ndarray, target: np.ndarray, *, iterations:
     return apply
 
 
-def transfer_as_cubic(source: torch.Tensor, target: torch.Tensor, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_transfer(source: np.ndarray, target: np.ndarray, *, quantiles: int = 1001) -> Callable[[np.ndarray], np.ndarray]:
+    """Fit, for every channel on its own, the monotone curve that gives ``source``'s values ((N, C) in [0, 1])
+    the distribution of ``target``'s ((M, C), unpaired): histogram matching. Returns the mapping of (K, C) colours."""
+    levels = np.linspace(0.0, 1.0, quantiles)
+    curves = [(np.quantile(source[:, k], levels), np.quantile(target[:, k], levels)) for k in range(source.shape[1])]
+
+    def apply(pixels: np.ndarray) -> np.ndarray:
+        out = np.array(pixels, dtype=np.float64)
+        for k, (from_q, to_q) in enumerate(curves):
+            out[:, k] = np.interp(out[:, k], from_q, to_q)
+        return out
+
+    return apply
+
+
+TRANSFERS = {"channels": lambda source, target, seed: channel_transfer(source, target),
+             "joint": lambda source, target, seed: distribution_transfer(source, target, seed=seed)}
+
+
+def transfer_as_cubic(source: torch.Tensor, target: torch.Tensor, *, kind: str = "joint",
+                      seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A cubic colour map, on the [-1, 1] scale of the networks, that carries the colours ``source`` ((N, C) in
-    [-1, 1]) to the distribution of ``target`` ((M, C) in [-1, 1], unpaired): the distribution transfer, fitted
-    and then fitted by a cubic. Returns ``fit_cubic``'s (weight, bias)."""
+    [-1, 1]) to the distribution of ``target`` ((M, C) in [-1, 1], unpaired): the transfer of that ``kind``
+    (a key of TRANSFERS), fitted and then fitted by a cubic. Returns ``fit_cubic``'s (weight, bias)."""
+    if kind not in TRANSFERS:
+        raise ValueError(f"unknown colour transfer {kind!r}; valid: {', '.join(TRANSFERS)}")
     to_unit = lambda x: (x.double().cpu().numpy() + 1.0) / 2.0  # noqa: E731
-    moved = distribution_transfer(to_unit(source), to_unit(target), seed=seed)(to_unit(source))
+    moved = TRANSFERS[kind](to_unit(source), to_unit(target), seed)(to_unit(source))
     return fit_cubic(source.double().cpu(), torch.from_numpy(moved) * 2.0 - 1.0)

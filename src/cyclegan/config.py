@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .names import (
-    BAD_IMAGE_POLICIES, BASIC_D_LAYERS, CROPPING_PREPROCESS, DEVICES, DIRECTIONS, DISCRIMINATOR_NAMES, GAN_MODES,
+    BAD_IMAGE_POLICIES, BASIC_D_LAYERS, COLOUR_TRANSFER_STARTS, CROPPING_PREPROCESS, DEVICES, DIRECTIONS, DISCRIMINATOR_NAMES, GAN_MODES,
     CUT_MODES, GENERATOR_NAMES, GENERATOR_SIZE_MULTIPLES, INIT_NAMES, LR_POLICIES, MEMORY_FORMATS, MODELS, NONFINITE_POLICIES,
     NORM_NAMES, PRECISIONS, PREPROCESS_NAMES, UPSAMPLE_NAMES,
 )
@@ -110,11 +110,14 @@ class ModelConfig:
         "residual: one tone and colour curve for every image, which the instance-normalised trunk cannot "
         "express (0 = none; needs --global_residual; not in the fast recipe, see README: Recipes)",
     )
-    colour_transfer_start: bool = option(
-        False,
-        "add the global residual to a learnt cubic colour map of the input, started at the unpaired colour "
-        "transfer between the training domains (fitted before the first step), not at the identity "
-        "(needs --global_residual; not in the fast recipe, see README: Recipes)",
+    colour_transfer_start: str = option(
+        "off",
+        "add the global residual to a learnt cubic colour map of the input, started at an unpaired colour "
+        "transfer between the training domains (fitted before the first step) instead of the identity: "
+        "channels = each channel's histogram matched to the other domain's (a tone curve per channel); "
+        "joint = the distribution transfer of Pitie et al. over the whole colour space (needs "
+        "--global_residual; not in the fast recipe, see README: Recipes)",
+        choices=COLOUR_TRANSFER_STARTS,
     )
 
     def generator_channels(self, direction: str) -> tuple[int, int]:
@@ -496,7 +499,7 @@ def validate(config: ExperimentConfig) -> None:
         raise ValueError(f"--crop_size {d.crop_size} is not a multiple of {stride}, the size {m.netG} needs "
                          f"(its output would not match its input); use e.g. --crop_size {max(stride, d.crop_size // stride * stride)}")
     if m.netG.startswith("unet") and (m.global_residual or m.upsample != "transpose" or m.colour_path
-                                      or m.colour_transfer_start):
+                                      or m.colour_transfer_start != "off"):
         raise ValueError(f"--netG {m.netG} has no --global_residual, --upsample resize, --colour_path or "
                          f"--colour_transfer_start (--recipe fast "
                          f"sets the first two): pass --netG resnet_9blocks or resnet_6blocks, or --no-global_residual "
@@ -509,7 +512,7 @@ def validate(config: ExperimentConfig) -> None:
         raise ValueError("global_residual needs input_nc == output_nc")
     if m.colour_path and not m.global_residual:
         raise ValueError("--colour_path adds to the global residual: it needs --global_residual")
-    if m.colour_transfer_start and not m.global_residual:
+    if m.colour_transfer_start != "off" and not m.global_residual:
         raise ValueError("--colour_transfer_start starts the global residual's colour map: it needs --global_residual")
     if m.colour_path < 0:
         raise ValueError(f"--colour_path must be 0 (none) or a positive number of channels, got {m.colour_path}")
@@ -532,7 +535,7 @@ def validate_model(config: ExperimentConfig) -> None:
                          f"--model {model}")
     if model == "cycle_gan":
         return
-    if model == "pix2pix" and config.model.colour_transfer_start:
+    if model == "pix2pix" and config.model.colour_transfer_start != "off":
         raise ValueError("--model pix2pix has no --colour_transfer_start: it learns the colours from the pairs "
                          "(an unpaired colour transfer is for --model cycle_gan or cut)")
     cycle_only = {"lambda_identity": t.lambda_identity, "lambda_colour": t.lambda_colour, "lambda_paired": t.lambda_paired,

@@ -15,6 +15,8 @@ BASIC_D_LAYERS = 3  # --netD basic: the 70x70 PatchGAN is the n_layers one with 
 NORM_NAMES = ("instance", "batch", "none")
 INIT_NAMES = ("normal", "xavier", "kaiming", "orthogonal")
 UPSAMPLE_NAMES = ("transpose", "resize")
+# --colour_transfer_start: none, each channel's histogram matched on its own, or the joint colour distribution
+COLOUR_TRANSFER_STARTS = ("off", "channels", "joint")
 
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
 LR_POLICIES = ("linear", "step", "plateau", "cosine")

@@ -30,7 +30,7 @@ OFFICIAL_GENERATOR_DEFAULTS = {"netG": "resnet_9blocks", "ngf": 64, "norm": "ins
                                "input_nc": 3, "output_nc": 3}
 STALE_INSTANCE_NORM_KEYS = ("running_mean", "running_var", "num_batches_tracked")
 OFFICIAL_ARCHITECTURE = {"upsample": "transpose", "global_residual": False, "colour_path": 0,
-                         "colour_transfer_start": False, "norm_D": "same"}
+                         "colour_transfer_start": "off", "norm_D": "same"}
 
 
 def resnet_key_pairs(n_blocks: int) -> list[tuple[str, str]]:

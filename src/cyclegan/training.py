@@ -271,7 +271,7 @@ class Trainer:
             if name not in self.model.generator_names:
                 continue
             source, target = (pixels["a"], pixels["b"]) if direction == "AtoB" else (pixels["b"], pixels["a"])
-            weight, bias = transfer_as_cubic(source, target, seed=seed)
+            weight, bias = transfer_as_cubic(source, target, kind=self.config.model.colour_transfer_start, seed=seed)
             for net in (getattr(self.model, name), self.ema.get(f"{name}{EMA_SUFFIX}")):
                 if net is not None:
                     net.colour_map.set_cubic(weight.float(), bias.float())

@@ -38,7 +38,7 @@ def build_generator(cfg: ModelConfig, *, in_channels: int | None = None, out_cha
         upsample=cfg.upsample,
         global_residual=cfg.global_residual,
         colour_path=cfg.colour_path,
-        colour_map=cfg.colour_transfer_start,
+        colour_map=cfg.colour_transfer_start != "off",
     )
     init_weights(net, cfg.init_type, cfg.init_gain)
     if cfg.global_residual:
