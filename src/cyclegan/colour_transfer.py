@@ -18,12 +18,22 @@ import torch
 from .models.layers import cubic_features
 
 
-def fit_cubic(source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The least-squares cubic map from ``source`` colours to ``target`` colours ((N, C) each, paired by row):
-    (weight (C_out, terms), bias (C_out,)), so that target ~ cubic_features(source) @ weight.T + bias."""
+RIDGE = 1e-3  # per pixel: keeps a cubic fitted to nearly collinear colours (a sepia domain) from huge coefficients
+
+
+def fit_cubic(source: torch.Tensor, target: torch.Tensor, *, ridge: float = RIDGE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ridge-regularised least-squares cubic map from ``source`` colours to ``target`` colours ((N, C) each,
+    paired by row): (weight (C_out, terms), bias (C_out,)), so that target ~ cubic_features(source) @ weight.T + bias.
+
+    Where the source colours lie near a curve (a toned or greyscale domain) the plain least squares fits the
+    noise across it with coefficients in the tens of thousands, and colours off the curve, which training
+    soon feeds the generator, come out wild; ``ridge`` x N on the diagonal (not on the constant) prevents it.
+    """
     features = cubic_features(source.double(), dim=1)
     design = torch.cat([features, torch.ones(len(features), 1, dtype=features.dtype)], dim=1)
-    solution = torch.linalg.lstsq(design, target.double()).solution  # (terms + 1, C_out)
+    penalty = torch.eye(design.shape[1], dtype=design.dtype) * ridge * len(design)
+    penalty[-1, -1] = 0.0
+    solution = torch.linalg.solve(design.T @ design + penalty, design.T @ target.double())  # (terms + 1, C_out)
     return solution[:-1].T.contiguous(), solution[-1].contiguous()
 
 
