@@ -96,7 +96,7 @@ def per_pixel_fits(inputs: list[torch.Tensor], targets: list[torch.Tensor], *, b
     cell = np.ravel_multi_index(tuple(cells.T), (bins,) * x.shape[1])
     counts = np.bincount(cell, minlength=bins ** x.shape[1])
     table = np.stack([np.bincount(cell, weights=y[:, c], minlength=len(counts)) for c in range(y.shape[1])], axis=1)
-    weight, bias = fit_cubic(torch.from_numpy(x), torch.from_numpy(y))
+    weight, bias = fit_cubic(torch.from_numpy(x), torch.from_numpy(y), ridge=0.0)  # the best cubic, unshrunk
     cubic = cubic_features(torch.from_numpy(x), dim=1) @ weight.T + bias
     return {"lut": table[cell] / counts[cell, None], "cubic": cubic.numpy()}
 

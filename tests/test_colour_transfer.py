@@ -53,7 +53,7 @@ def test_a_colour_map_starts_as_the_identity_and_holds_a_fitted_cubic():
     assert torch.allclose(colour_map(x), x, atol=1e-6)
     truth = lambda c: torch.stack([c[:, 0] ** 3 - 0.2 * c[:, 1] * c[:, 2], 0.5 * c[:, 1] + 0.1, c[:, 2] ** 2], 1)  # noqa: E731
     pixels = torch.rand(5000, 3) * 2 - 1
-    weight, bias = fit_cubic(pixels, truth(pixels))
+    weight, bias = fit_cubic(pixels, truth(pixels), ridge=0.0)  # exact: the ridge would shrink it a little
     colour_map.set_cubic(weight.float(), bias.float())
     assert torch.allclose(colour_map(x), truth(x), atol=1e-4)
     assert torch.allclose(cubic_features(pixels.double(), dim=1) @ weight.T + bias, truth(pixels.double()), atol=1e-8)
@@ -161,6 +161,19 @@ def test_the_colour_transfer_start_needs_the_global_residual_and_unpaired_data(t
         tiny_config(colour_transfer_start="joint", global_residual=True, netG="unet_128", crop_size=128, load_size=128)
     with pytest.raises(ValueError, match="pix2pix has no --colour_transfer_start"):
         tiny_config(colour_transfer_start="joint", global_residual=True, model="pix2pix", lambda_identity=0.0)
+
+
+def test_a_start_fitted_to_nearly_collinear_colours_stays_bounded_off_them():
+    # A toned domain (sepia): its colours lie near one curve, with a little noise across it.
+    rng = np.random.default_rng(0)
+    level = rng.random((50_000, 1))
+    toned = np.clip(level ** np.array([0.9, 1.0, 1.2]) + rng.normal(0, 0.002, (50_000, 3)), 0, 1)
+    grey = np.repeat(rng.random((50_000, 1)), 3, axis=1)
+    for kind in ("channels", "joint"):
+        weight, bias = transfer_as_cubic(torch.from_numpy(toned) * 2 - 1, torch.from_numpy(grey) * 2 - 1, kind=kind)
+        assert weight.abs().max() < 5, kind  # the plain least squares: coefficients in the tens of thousands
+        off_curve = torch.rand(1_000, 3, dtype=torch.float64) * 2 - 1
+        assert (cubic_features(off_curve, dim=1) @ weight.T + bias).abs().max() < 3, kind
 
 
 def test_transfer_as_cubic_works_on_the_networks_scale():
