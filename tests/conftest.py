@@ -36,6 +36,27 @@ def write_images(folder: Path, count: int, *, size=(40, 44), seed: int = 0, mode
     return paths
 
 
+def straight_and_resumed(tiny_config, **options):
+    """Two tiny runs of ``options``: 4 iterations straight, and 2 then resumed to 4 (for resume-is-exact tests)."""
+    from cyclegan.run import fit
+    from cyclegan.training import Trainer
+
+    straight = Trainer(tiny_config(**options, max_iters=4))
+    fit(straight, show_progress=False)
+    halves = Trainer(tiny_config(**options, max_iters=2, name="halves"))
+    fit(halves, show_progress=False)
+    resumed = Trainer.resume(halves.run_dir, overrides={"max_iters": 4})
+    fit(resumed, show_progress=False)
+    return straight, resumed
+
+
+def assert_same_networks(straight, resumed) -> None:
+    """Every network of the two trainers holds the same tensors, bit for bit."""
+    for name, net in straight.model.networks().items():
+        for key, value in net.state_dict().items():
+            assert torch.equal(value, resumed.model.networks()[name].state_dict()[key]), (name, key)
+
+
 def check_one_way_translate(run: Path, folder: Path, capsys, *, size: tuple[int, int], refusal: str) -> None:
     """``cyclegan translate`` of a one-generator model keeps an odd-sized image's size; BtoA is refused with ``refusal``."""
     from cyclegan import cli

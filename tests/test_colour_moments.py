@@ -12,6 +12,8 @@ from cyclegan.losses import add_sums, colour_moment_loss, colour_moments, colour
 from cyclegan.run import fit, make_dataset
 from cyclegan.training import Trainer
 
+from conftest import assert_same_networks, straight_and_resumed
+
 
 def test_colour_moments_are_the_mean_and_covariance_of_the_pixels():
     images = torch.rand(3, 3, 8, 5) * 2 - 1
@@ -106,12 +108,4 @@ def test_colour_weight_decays_linearly_and_then_stops_the_loss(tiny_config):
 @pytest.mark.numerics
 def test_resume_is_exact_with_the_colour_loss(tiny_config):
     options = {"lambda_colour": 10.0, "global_residual": True, "colour_path": 8, "pool_size": 3}
-    straight = Trainer(tiny_config(**options, max_iters=4))
-    fit(straight, show_progress=False)
-    halves = Trainer(tiny_config(**options, max_iters=2, name="halves"))
-    fit(halves, show_progress=False)
-    resumed = Trainer.resume(halves.run_dir, overrides={"max_iters": 4})
-    fit(resumed, show_progress=False)
-    for name, net in straight.model.networks().items():
-        for key, value in net.state_dict().items():
-            assert torch.equal(value, resumed.model.networks()[name].state_dict()[key]), (name, key)
+    assert_same_networks(*straight_and_resumed(tiny_config, **options))

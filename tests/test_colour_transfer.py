@@ -16,6 +16,8 @@ from cyclegan.models.layers import cubic_features, cubic_terms
 from cyclegan.run import fit, make_dataset
 from cyclegan.training import Trainer
 
+from conftest import assert_same_networks, straight_and_resumed
+
 
 def test_distribution_transfer_recovers_a_colour_change_from_unpaired_samples():
     rng = np.random.default_rng(0)
@@ -143,15 +145,7 @@ def test_a_run_fits_its_start_once_and_reloads_without_flags(tiny_config, tone_t
 @pytest.mark.numerics
 def test_resume_is_exact_with_the_colour_transfer_start(tiny_config, tone_task):
     options = {"dataroot": str(tone_task), "global_residual": True, "colour_transfer_start": "joint", "pool_size": 3}
-    straight = Trainer(tiny_config(**options, max_iters=4))
-    fit(straight, show_progress=False)
-    halves = Trainer(tiny_config(**options, max_iters=2, name="halves"))
-    fit(halves, show_progress=False)
-    resumed = Trainer.resume(halves.run_dir, overrides={"max_iters": 4})
-    fit(resumed, show_progress=False)
-    for name, net in straight.model.networks().items():
-        for key, value in net.state_dict().items():
-            assert torch.equal(value, resumed.model.networks()[name].state_dict()[key]), (name, key)
+    assert_same_networks(*straight_and_resumed(tiny_config, **options))
 
 
 def test_the_colour_transfer_start_needs_the_global_residual_and_unpaired_data(tiny_config):

@@ -13,6 +13,8 @@ from cyclegan.schedules import cosine_factor, ema_weight, linear_decay, warmup_f
 from cyclegan.run import fit
 from cyclegan.training import Trainer
 
+from conftest import straight_and_resumed
+
 
 def test_paper_recipe_is_the_default_and_changes_nothing():
     assert ExperimentConfig().train.recipe == "paper"
@@ -120,8 +122,7 @@ def test_ema_follows_the_generator_by_its_weight(tiny_config):
 
 @pytest.mark.numerics
 def test_translation_uses_the_ema_and_resume_restores_it(tiny_config):
-    straight = Trainer(tiny_config(ema_decay=0.99, max_iters=4))
-    fit(straight, show_progress=False)
+    straight, resumed = straight_and_resumed(tiny_config, ema_decay=0.99)
     run = straight.run_dir
     ema = load_generator(run, "AtoB")
     live = load_generator(run, "AtoB", ema=False)
@@ -129,10 +130,6 @@ def test_translation_uses_the_ema_and_resume_restores_it(tiny_config):
         assert torch.equal(e, straight.ema["g_ab_ema"].state_dict()[key])
     assert any(not torch.equal(e, l) for e, l in zip(ema.state_dict().values(), live.state_dict().values()))
 
-    halves = Trainer(tiny_config(ema_decay=0.99, max_iters=2, name="halves"))
-    fit(halves, show_progress=False)
-    resumed = Trainer.resume(halves.run_dir, overrides={"max_iters": 4})
-    fit(resumed, show_progress=False)
     for name in ("g_ab_ema", "g_ba_ema"):
         for key, value in straight.ema[name].state_dict().items():
             assert torch.equal(value, resumed.ema[name].state_dict()[key]), (name, key)
