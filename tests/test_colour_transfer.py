@@ -142,9 +142,52 @@ def test_a_run_fits_its_start_once_and_reloads_without_flags(tiny_config, tone_t
     assert not refits and resumed.total_iters == 3
 
 
+def fitted_maps_of(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """Run ``trainer``'s start as fit() does, and return copies of the maps it fitted."""
+    fitted = {}
+    start = trainer.start_from_colour_transfer
+
+    def recording(dataset):
+        moved = start(dataset)
+        fitted.update({name: p.detach().clone() for name, p in trainer.model.g_ab.colour_map.named_parameters()})
+        return moved
+
+    trainer.start_from_colour_transfer = recording
+    return fitted
+
+
+@pytest.mark.parametrize("colour_map_lr", [0.0, 1.0])
+def test_colour_map_lr_zero_keeps_the_fitted_start_and_trains_the_rest(tiny_config, tone_task, colour_map_lr):
+    trainer = Trainer(tiny_config(dataroot=str(tone_task), global_residual=True, colour_transfer_start="channels",
+                                  colour_map_lr=colour_map_lr, ema_decay=0.5, pool_size=3, max_iters=3))
+    fitted = fitted_maps_of(trainer)
+    first_conv = trainer.model.g_ab.stem[1].weight.detach().clone()
+    fit(trainer, show_progress=False)
+    kept = [torch.equal(p, fitted[name]) for name, p in trainer.model.g_ab.colour_map.named_parameters()]
+    kept_in_average = [torch.equal(p, fitted[name]) for name, p in trainer.ema["g_ab_ema"].colour_map.named_parameters()]
+    assert all(kept) == all(kept_in_average) == (colour_map_lr == 0)
+    assert not torch.equal(trainer.model.g_ab.stem[1].weight, first_conv)  # the residual trains either way
+
+
+def test_the_colour_map_group_runs_at_its_share_of_the_lr(tiny_config, tone_task):
+    trainer = Trainer(tiny_config(dataroot=str(tone_task), global_residual=True, colour_transfer_start="joint",
+                                  colour_map_lr=0.25, warmup_iters=4))
+    trunk, maps = trainer.opt_g.param_groups
+    assert {id(p) for p in maps["params"]} == {id(p) for name in ("g_ab", "g_ba")
+                                                for p in getattr(trainer.model, name).colour_map.parameters()}
+    for _ in range(3):
+        trainer.total_iters += 1
+        trainer.set_learning_rate()
+        assert trunk["lr"] > 0 and maps["lr"] == pytest.approx(0.25 * trunk["lr"])
+    assert trainer.used_lr == trunk["lr"]
+    assert len(trainer.opt_d.param_groups) == 1
+
+
 @pytest.mark.numerics
-def test_resume_is_exact_with_the_colour_transfer_start(tiny_config, tone_task):
-    options = {"dataroot": str(tone_task), "global_residual": True, "colour_transfer_start": "joint", "pool_size": 3}
+@pytest.mark.parametrize("colour_map_lr", [1.0, 0.5])
+def test_resume_is_exact_with_the_colour_transfer_start(tiny_config, tone_task, colour_map_lr):
+    options = {"dataroot": str(tone_task), "global_residual": True, "colour_transfer_start": "joint", "pool_size": 3,
+               "colour_map_lr": colour_map_lr}
     assert_same_networks(*straight_and_resumed(tiny_config, **options))
 
 
@@ -155,6 +198,10 @@ def test_the_colour_transfer_start_needs_the_global_residual_and_unpaired_data(t
         tiny_config(colour_transfer_start="joint", global_residual=True, netG="unet_128", crop_size=128, load_size=128)
     with pytest.raises(ValueError, match="pix2pix has no --colour_transfer_start"):
         tiny_config(colour_transfer_start="joint", global_residual=True, model="pix2pix", lambda_identity=0.0)
+    with pytest.raises(ValueError, match="--colour_map_lr .*add --colour_transfer_start"):
+        tiny_config(colour_map_lr=0.0, global_residual=True)
+    with pytest.raises(ValueError, match="--colour_map_lr must not be negative"):
+        tiny_config(colour_map_lr=-1.0, colour_transfer_start="joint", global_residual=True)
 
 
 def test_a_start_fitted_to_nearly_collinear_colours_stays_bounded_off_them():

@@ -219,6 +219,9 @@ class TrainConfig:
         0, "lower the colour-moment weight linearly from lambda_colour to 0 over this many iterations (0 = constant): "
            "the colour loss sets the tone early, then the GAN alone refines it, so a colour difference between the "
            "two domains' content is not learnt to the end")
+    colour_map_lr: float = option(
+        1.0, "the learning rate of the colour map that --colour_transfer_start fits, as a multiple of --lr (1 = the "
+             "same; 0 = keep the fitted transfer and train only the residual on top of it)")
     lambda_cycle_start: float = option(
         1.0, "the cycle weights at the start of the run, as a share of lambda_A and lambda_B; they rise linearly to "
              "all of them over the first --lambda_cycle_ramp of the schedule (1 = constant, the paper): a low weight "
@@ -514,6 +517,11 @@ def validate(config: ExperimentConfig) -> None:
         raise ValueError("--colour_path adds to the global residual: it needs --global_residual")
     if m.colour_transfer_start != "off" and not m.global_residual:
         raise ValueError("--colour_transfer_start starts the global residual's colour map: it needs --global_residual")
+    if t.colour_map_lr < 0:
+        raise ValueError(f"--colour_map_lr must not be negative, got {t.colour_map_lr}")
+    if t.colour_map_lr != 1 and m.colour_transfer_start == "off":
+        raise ValueError("--colour_map_lr sets the learning rate of the colour map that --colour_transfer_start "
+                         "fits: add --colour_transfer_start channels or joint")
     if m.colour_path < 0:
         raise ValueError(f"--colour_path must be 0 (none) or a positive number of channels, got {m.colour_path}")
     if t.lambda_identity > 0 and m.input_nc != m.output_nc:

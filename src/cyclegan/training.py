@@ -37,6 +37,7 @@ from .schedules import LR_FACTORS, Plateau, ema_weight, fade_factor, linear_deca
 log = logging.getLogger(__name__)
 
 COLOUR_TARGET_IMAGES = 256  # training images per domain whose colour moments are the targets
+LR_SCALE = "lr_scale"  # an optimizer group's lr as a multiple of the run's (--colour_map_lr's group)
 COLOUR_TRANSFER_PIXELS = 200_000  # pixels per domain that --colour_transfer_start's transfer is fitted to
 
 # Options that may change when a run is resumed: they steer the loop, not what is learnt per step.
@@ -135,7 +136,7 @@ class Trainer:
         # The generators' moving averages (--ema_decay), used for translation; never trained directly.
         self.ema = {f"{name}{EMA_SUFFIX}": copy.deepcopy(getattr(self.model, name)).requires_grad_(False)
                     for name in self.model.generator_names} if t.ema_decay > 0 else {}
-        self.opt_g = self._adam(self._parameters(self.model.generator_names + self.model.trained_with_generators))
+        self.opt_g = self._adam(self._generator_groups())
         self.opt_d = self._adam(self._parameters(self.model.discriminator_names))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         if t.compile:
@@ -161,6 +162,17 @@ class Trainer:
 
     def _parameters(self, names: tuple[str, ...]):
         return itertools.chain.from_iterable(getattr(self.model, name).parameters() for name in names)
+
+    def _generator_groups(self) -> list[dict[str, Any]]:
+        """The generator side's parameters; with --colour_map_lr other than 1 the colour maps form a second group,
+        whose lr is the run's lr times that factor (``LR_SCALE``)."""
+        trained = list(self._parameters(self.model.generator_names + self.model.trained_with_generators))
+        scale = self.config.train.colour_map_lr
+        if scale == 1:
+            return [{"params": trained}]
+        maps = {id(p) for name in self.model.generator_names for p in getattr(self.model, name).colour_map.parameters()}
+        return [{"params": [p for p in trained if id(p) not in maps]},
+                {"params": [p for p in trained if id(p) in maps], LR_SCALE: scale}]
 
     def _adam(self, params) -> torch.optim.Adam:
         t = self.config.train
@@ -374,7 +386,7 @@ class Trainer:
         lr = self.learning_rate()
         for optimizer in (self.opt_g, self.opt_d):
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get(LR_SCALE, 1.0)
         t = self.config.train
         if not isinstance(self.model, CycleGAN):
             return
