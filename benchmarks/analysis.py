@@ -101,6 +101,21 @@ def per_pixel_fits(inputs: list[torch.Tensor], targets: list[torch.Tensor], *, b
     return {"lut": table[cell] / counts[cell, None], "cubic": cubic.numpy()}
 
 
+def _apply_cubic(fit: tuple[torch.Tensor, torch.Tensor], x: np.ndarray) -> np.ndarray:
+    weight, bias = fit
+    return np.clip((cubic_features(torch.from_numpy(x), dim=1) @ weight.T + bias).numpy(), 0, 1)
+
+
+def truth_round_trip(inputs: list[torch.Tensor], truths: list[torch.Tensor]) -> float:
+    """The cycle error that the truth's own colour mapping leaves: the mean |f(g(a)) - a| (of 255), where g is the
+    best cubic from a to T(a) and f the best cubic back. A cycle loss weighs any translation pair by that much;
+    where the truth's is above a start's, the cycle term pulls the start away from the truth."""
+    a, truth = _pixels(inputs), _pixels(truths)
+    there = fit_cubic(torch.from_numpy(a), torch.from_numpy(truth), ridge=0.0)
+    back = fit_cubic(torch.from_numpy(truth), torch.from_numpy(a), ridge=0.0)
+    return float(np.abs(_apply_cubic(back, _apply_cubic(there, a)) - a).mean() * 255)
+
+
 def global_part(inputs: list[torch.Tensor], translations: list[torch.Tensor], truths: list[torch.Tensor]) -> dict[str, float]:
     """Split a translation G(a) into its global part, the one colour mapping g that G applies on average (a
     cubic polynomial of the channels fitted to G's own outputs over all the images: a lookup table would learn
