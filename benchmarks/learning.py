@@ -70,7 +70,7 @@ from cyclegan.config import build_experiment  # noqa: E402
 from cyclegan.demo import DATA_MARKER, DEMO_OPTIONS, TASKS as DEMO_TASKS, build_demo_dataset, translate_test_crops  # noqa: E402
 from cyclegan.images import find_images, load_image, to_tensor  # noqa: E402
 from cyclegan.metrics import colour_sample, colour_swd_255, l1_255, psnr, ssim  # noqa: E402
-from cyclegan.run import fit  # noqa: E402
+from cyclegan.run import fit, make_dataset  # noqa: E402
 from cyclegan.training import Trainer  # noqa: E402
 
 from analysis import ETCHING, colour_mapping_ceiling, periodic_peak  # noqa: E402
@@ -344,6 +344,8 @@ def run_curve(task: str, recipe: str, dataroot: Path, workdir: Path, minutes: fl
                                "name": f"{task}_{recipe}", **timing, **changes})
     trainer = Trainer(config)
     curve = Curve(dataroot, MINUTE_MARKS, minutes * (1.2 if budget else 1.0))
+    if config.model.colour_transfer_start != "off":
+        trainer.start_from_colour_transfer(make_dataset(trainer))  # so that the 0-minute point is the start itself
     curve.record(trainer)  # at 0 minutes
     curve.marks = [m for m in curve.marks if m > 0]
     fit(trainer, show_progress=False, callback=curve, budget_clock=curve.training_clock)

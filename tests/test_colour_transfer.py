@@ -142,6 +142,15 @@ def test_a_run_fits_its_start_once_and_reloads_without_flags(tiny_config, tone_t
     assert not refits and resumed.total_iters == 3
 
 
+def test_a_start_fitted_before_fit_is_not_fitted_again(tiny_config, tone_task):
+    trainer = Trainer(tiny_config(dataroot=str(tone_task), global_residual=True, colour_transfer_start="channels",
+                                  pool_size=3, max_iters=1))
+    trainer.start_from_colour_transfer(make_dataset(trainer))  # as the learning benchmark scores the start
+    trainer.start_from_colour_transfer = lambda dataset: pytest.fail("fit() fitted the start a second time")
+    fit(trainer, show_progress=False)
+    assert trainer.total_iters == 1
+
+
 def fitted_maps_of(trainer: Trainer) -> dict[str, torch.Tensor]:
     """Run ``trainer``'s start as fit() does, and return copies of the maps it fitted."""
     fitted = {}

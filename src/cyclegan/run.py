@@ -187,7 +187,9 @@ class _Loop:
         trainer.iters_per_epoch = -(-len(shard(trainer, dataset)) // trainer.config.train.batch_size)
         if trainer.config.train.lambda_colour > 0:
             trainer.set_colour_targets(dataset)
-        if trainer.config.model.colour_transfer_start != "off" and trainer.total_iters == 0:  # a resumed run keeps its maps
+        # A resumed run keeps its maps; a caller may have fitted the start before fit() (to score it, say).
+        fitted = trainer.total_iters > 0 or trainer.colour_start_fitted
+        if trainer.config.model.colour_transfer_start != "off" and not fitted:
             moved = trainer.start_from_colour_transfer(dataset)
             log.info("colour transfer start: %s", ", ".join(f"{name} moves colours by {value:.3f} on average"
                                                             for name, value in moved.items()))

@@ -158,6 +158,7 @@ class Trainer:
         self.best: float | None = None  # the best --keep_best value so far
         self.iters_per_epoch = 0  # known once fit() has the dataset; makes the cosine lr move within an epoch
         self.colour_targets: dict[str, torch.Tensor] = {}  # --lambda_colour: each domain's colour moments
+        self.colour_start_fitted = False  # --colour_transfer_start: fitted already (by fit(), or by the caller)
         self.set_learning_rate()
 
     def _parameters(self, names: tuple[str, ...]):
@@ -290,6 +291,7 @@ class Trainer:
             with torch.no_grad():
                 mapped = getattr(self.model, name).colour_map(source.T[None, :, :, None].to(self.device).float())
             moved[name] = float((mapped[0, :, :, 0].T.cpu() - source).abs().mean())
+        self.colour_start_fitted = True
         return moved
 
     @staticmethod
