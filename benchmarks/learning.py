@@ -119,6 +119,9 @@ CURVE_RUNS = {
     # The channel start with a quarter of the learning rate everywhere: Adam moves every weight by about the lr
     # per step even where the gradient is only noise, as it is near a good start.
     "fast_transfer_slow": {**FAST, "colour_transfer_start": "channels", "lr": 5e-5},
+    # Both of the levers that each passed one of dusk and split_tone: the quarter lr (dusk 33.87 dB) and the colour
+    # loss (split_tone 26.21 dB).
+    "fast_transfer_slow_colour1": {**FAST, "colour_transfer_start": "channels", "lr": 5e-5, "lambda_colour": 1.0},
     # The colour loss leads everywhere at 2 minutes, then pulls the tone to B's content (etching fell 2 dB after it);
     # fading it to zero over the first 800 iterations (about a third of a 10-minute run at 64 px) keeps the lead only.
     "fast_colour1_decay": {**FAST, "lambda_colour": 1.0, "lambda_colour_decay_iters": 800},
@@ -168,7 +171,7 @@ COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 
            "fast_cycle_smooth_tone_decay": (160, 50, 100),
            "fast_transfer": (0, 90, 160), "fast_transfer_channels": (0, 160, 110), "fast_transfer_colour1": (190, 120, 0),
            "fast_transfer_fixed": (120, 0, 60), "fast_transfer_fixed_cycle3": (220, 60, 0),
-           "fast_transfer_slow": (60, 60, 200)}
+           "fast_transfer_slow": (60, 60, 200), "fast_transfer_slow_colour1": (0, 0, 0)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:
