@@ -87,6 +87,12 @@ def colour_mapping_ceiling(inputs: list[torch.Tensor], truths: list[torch.Tensor
     return {**scores, "best_psnr_db": max(scores.values())}
 
 
+def _apply_cubic(fit: tuple[torch.Tensor, torch.Tensor], x: np.ndarray) -> np.ndarray:
+    """A cubic of ``fit_cubic`` applied to (N pixels, C) colours in [0, 1], clipped to [0, 1] as an image would be."""
+    weight, bias = fit
+    return np.clip((cubic_features(torch.from_numpy(x), dim=1) @ weight.T + bias).numpy(), 0, 1)
+
+
 def per_pixel_fits(inputs: list[torch.Tensor], targets: list[torch.Tensor], *, bins: int = 32) -> dict[str, np.ndarray]:
     """The two least-squares fits of target colour as a function of input colour alone, over all the images
     together: ``lut`` (the mean target colour of every input colour cell, ``bins`` per channel) and ``cubic``
@@ -96,14 +102,8 @@ def per_pixel_fits(inputs: list[torch.Tensor], targets: list[torch.Tensor], *, b
     cell = np.ravel_multi_index(tuple(cells.T), (bins,) * x.shape[1])
     counts = np.bincount(cell, minlength=bins ** x.shape[1])
     table = np.stack([np.bincount(cell, weights=y[:, c], minlength=len(counts)) for c in range(y.shape[1])], axis=1)
-    weight, bias = fit_cubic(torch.from_numpy(x), torch.from_numpy(y), ridge=0.0)  # the best cubic, unshrunk
-    cubic = cubic_features(torch.from_numpy(x), dim=1) @ weight.T + bias
-    return {"lut": table[cell] / counts[cell, None], "cubic": cubic.numpy()}
-
-
-def _apply_cubic(fit: tuple[torch.Tensor, torch.Tensor], x: np.ndarray) -> np.ndarray:
-    weight, bias = fit
-    return np.clip((cubic_features(torch.from_numpy(x), dim=1) @ weight.T + bias).numpy(), 0, 1)
+    cubic = fit_cubic(torch.from_numpy(x), torch.from_numpy(y), ridge=0.0)  # the best cubic, unshrunk
+    return {"lut": table[cell] / counts[cell, None], "cubic": _apply_cubic(cubic, x)}
 
 
 def truth_round_trip(inputs: list[torch.Tensor], truths: list[torch.Tensor]) -> float:

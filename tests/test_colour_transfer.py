@@ -152,7 +152,7 @@ def test_a_start_fitted_before_fit_is_not_fitted_again(tiny_config, tone_task):
 
 
 def fitted_maps_of(trainer: Trainer) -> dict[str, torch.Tensor]:
-    """Run ``trainer``'s start as fit() does, and return copies of the maps it fitted."""
+    """Wrap ``trainer``'s start so that, when fit() runs it, the returned dict receives copies of G_A's fitted map."""
     fitted = {}
     start = trainer.start_from_colour_transfer
 
