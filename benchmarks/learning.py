@@ -122,6 +122,14 @@ CURVE_RUNS = {
     # Both of the levers that each passed one of dusk and split_tone: the quarter lr (dusk 33.87 dB) and the colour
     # loss (split_tone 26.21 dB).
     "fast_transfer_slow_colour1": {**FAST, "colour_transfer_start": "channels", "lr": 5e-5, "lambda_colour": 1.0},
+    # The start held by an L1 on what the residual changes (--lambda_residual): near a good start the critic scores
+    # G(a) as it scores the truth, and Adam still moves every weight by about the lr, so an anchor that only a
+    # consistent adversarial gradient outweighs keeps the start where the critic has nothing to say. The joint start,
+    # which began above the colour transfer on every task but flat, where the channel start missed split_tone.
+    "fast_transfer_anchor": {**FAST, "colour_transfer_start": "joint", "colour_map_lr": 0.0, "lambda_residual": 10.0},
+    # The same on the channel start, the better start on dusk (37.32 against 35.83 dB).
+    "fast_transfer_channels_anchor": {**FAST, "colour_transfer_start": "channels", "colour_map_lr": 0.0,
+                                      "lambda_residual": 10.0},
     # The colour loss leads everywhere at 2 minutes, then pulls the tone to B's content (etching fell 2 dB after it);
     # fading it to zero over the first 800 iterations (about a third of a 10-minute run at 64 px) keeps the lead only.
     "fast_colour1_decay": {**FAST, "lambda_colour": 1.0, "lambda_colour_decay_iters": 800},
@@ -171,7 +179,8 @@ COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 
            "fast_cycle_smooth_tone_decay": (160, 50, 100),
            "fast_transfer": (0, 90, 160), "fast_transfer_channels": (0, 160, 110), "fast_transfer_colour1": (190, 120, 0),
            "fast_transfer_fixed": (120, 0, 60), "fast_transfer_fixed_cycle3": (220, 60, 0),
-           "fast_transfer_slow": (60, 60, 200), "fast_transfer_slow_colour1": (200, 0, 200)}
+           "fast_transfer_slow": (60, 60, 200), "fast_transfer_slow_colour1": (200, 0, 200),
+           "fast_transfer_anchor": (0, 140, 200), "fast_transfer_channels_anchor": (110, 170, 0)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:

@@ -192,6 +192,35 @@ def test_the_colour_map_group_runs_at_its_share_of_the_lr(tiny_config, tone_task
     assert len(trainer.opt_d.param_groups) == 1
 
 
+def residual_size(trainer: Trainer, images: torch.Tensor) -> float:
+    """Mean |G_A(x) - base(x)| over ``images``: how far G_A's residual has taken it from its base."""
+    g_ab = trainer.model.g_ab
+    with torch.no_grad():
+        return (g_ab(images) - g_ab.base(images).clamp(-1, 1)).abs().mean().item()
+
+
+def test_the_residual_loss_holds_each_generator_near_its_fitted_start(tiny_config, tone_task):
+    sizes = {}
+    for weight in (0.0, 10.0):
+        torch.manual_seed(0)
+        trainer = Trainer(tiny_config(dataroot=str(tone_task), global_residual=True, colour_transfer_start="channels",
+                                      colour_map_lr=0.0, lambda_residual=weight, pool_size=3, max_iters=20))
+        fit(trainer, show_progress=False)
+        sizes[weight] = residual_size(trainer, held_out_pairs()[0])
+    assert sizes[0.0] > 0.01  # free, the residual moves the output away from the fitted transfer
+    assert sizes[10.0] < 0.3 * sizes[0.0]
+
+
+def test_the_residual_loss_is_logged_and_zero_at_an_identity_start(tiny_config):
+    trainer = Trainer(tiny_config(global_residual=True, lambda_residual=5.0))
+    real_a, real_b = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    trainer.model.g_ab.start_as_identity()
+    trainer.model.g_ba.start_as_identity()
+    losses = trainer.model.generator_losses(trainer.model.translate_both(real_a, real_b))
+    assert losses["residual_A"].item() == losses["residual_B"].item() == 0.0
+    assert {"residual_A", "residual_B"} <= set(trainer.model.loss_names)
+
+
 @pytest.mark.numerics
 @pytest.mark.parametrize("colour_map_lr", [1.0, 0.5])
 def test_resume_is_exact_with_the_colour_transfer_start(tiny_config, tone_task, colour_map_lr):
@@ -211,6 +240,12 @@ def test_the_colour_transfer_start_needs_the_global_residual_and_unpaired_data(t
         tiny_config(colour_map_lr=0.0, global_residual=True)
     with pytest.raises(ValueError, match="--colour_map_lr must not be negative"):
         tiny_config(colour_map_lr=-1.0, colour_transfer_start="joint", global_residual=True)
+    with pytest.raises(ValueError, match="--lambda_residual must not be negative"):
+        tiny_config(lambda_residual=-1.0, global_residual=True)
+    with pytest.raises(ValueError, match="--lambda_residual weighs the global residual: it needs --global_residual"):
+        tiny_config(lambda_residual=1.0)
+    with pytest.raises(ValueError, match="cut has no lambda_residual"):
+        tiny_config(lambda_residual=1.0, global_residual=True, model="cut", lambda_identity=0.0, lambda_NCE=1.0)
 
 
 def test_a_start_fitted_to_nearly_collinear_colours_stays_bounded_off_them():

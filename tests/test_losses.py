@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from cyclegan.losses import GANLoss, cycle_loss, identity_loss
+from cyclegan.losses import GANLoss, cycle_loss, identity_loss, residual_loss
 
 PRED = torch.tensor([[[[0.5, -1.0], [2.0, 0.0]]]])  # (1, 1, 2, 2)
 
@@ -32,6 +32,17 @@ def test_cycle_and_identity_are_weighted_mean_l1():
     b = torch.tensor([0.5, 0.0, -1.0, 0.0])
     assert cycle_loss(a, b, 10.0).item() == pytest.approx(10 * (0.5 + 1 + 0 + 0.5) / 4)
     assert identity_loss(a, b, 5.0).item() == pytest.approx(5 * 0.5)
+
+
+def test_the_residual_loss_measures_the_change_from_the_clamped_base_and_leaves_the_base_unpulled():
+    base = torch.tensor([0.2, 1.4, -0.5, 0.0], requires_grad=True)  # 1.4: a colour map may leave [-1, 1]
+    residual = torch.tensor([0.1, 0.0, -0.3, 0.0], requires_grad=True)
+    output = (base + residual).clamp(-1.0, 1.0)  # as a global-residual generator adds them
+    loss = residual_loss(output, base, 4.0)
+    assert loss.item() == pytest.approx(4 * (0.1 + 0.0 + 0.3 + 0.0) / 4)
+    loss.backward()
+    assert torch.equal(base.grad, torch.zeros(4))  # the same pull on both sides: only the residual is held
+    assert residual.grad.tolist() == pytest.approx([1.0, 0.0, -1.0, 0.0])
 
 
 def test_a_smooth_cycle_loss_is_quadratic_below_beta_and_l1_beyond():

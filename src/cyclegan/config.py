@@ -181,6 +181,11 @@ class TrainConfig:
         "(this batch with the history pool) are pulled to those of the target domain's training images. It "
         "corrects the GAN's slow, biased drift on tone and colour, but also learns any colour difference between "
         "the two domains' content; 0 = off (the paper and the fast recipe; the demo uses 3)")
+    lambda_residual: float = option(
+        0.0, "with --global_residual: weight of an L1 loss on what each generator's residual changes, |G(x) - base(x)|, "
+             "where the base is the input or the colour map that --colour_transfer_start fits. It holds a good start "
+             "where the adversarial gradient has no direction, and gives way where the critic finds a difference; "
+             "0 = off (the paper and the fast recipe)")
     lambda_L1: float = option(100.0, "pix2pix: weight of the L1 loss between G(A) and its partner B")
     lambda_NCE: float = option(
         0.0, "CUT's PatchNCE (Park et al. 2020) beside the cycle loss: each generator's encoder features of its "
@@ -517,6 +522,10 @@ def validate(config: ExperimentConfig) -> None:
         raise ValueError("--colour_path adds to the global residual: it needs --global_residual")
     if m.colour_transfer_start != "off" and not m.global_residual:
         raise ValueError("--colour_transfer_start starts the global residual's colour map: it needs --global_residual")
+    if t.lambda_residual < 0:
+        raise ValueError(f"--lambda_residual must not be negative, got {t.lambda_residual}")
+    if t.lambda_residual > 0 and not m.global_residual:
+        raise ValueError("--lambda_residual weighs the global residual: it needs --global_residual")
     if t.colour_map_lr < 0:
         raise ValueError(f"--colour_map_lr must not be negative, got {t.colour_map_lr}")
     if t.colour_map_lr != 1 and m.colour_transfer_start == "off":
@@ -547,7 +556,7 @@ def validate_model(config: ExperimentConfig) -> None:
         raise ValueError("--model pix2pix has no --colour_transfer_start: it learns the colours from the pairs "
                          "(an unpaired colour transfer is for --model cycle_gan or cut)")
     cycle_only = {"lambda_identity": t.lambda_identity, "lambda_colour": t.lambda_colour, "lambda_paired": t.lambda_paired,
-                  "cycle_beta": t.cycle_beta}
+                  "cycle_beta": t.cycle_beta, "lambda_residual": t.lambda_residual}
     if model == "pix2pix":
         cycle_only["lambda_NCE"] = t.lambda_NCE
     given = [key for key, value in cycle_only.items() if value > 0]

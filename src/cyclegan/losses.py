@@ -65,6 +65,15 @@ def identity_loss(same: torch.Tensor, real: torch.Tensor, weight: float) -> torc
     return weight * F.l1_loss(same, real)
 
 
+def residual_loss(output: torch.Tensor, base: torch.Tensor, weight: float) -> torch.Tensor:
+    """weight * mean |G(x) - clamp(base(x))|: what a global-residual generator's residual changes in its output.
+
+    The gradient flows into both sides, so a trained colour map under the residual (the base) is not pulled by
+    it: only the residual is held back.
+    """
+    return weight * F.l1_loss(output, base.clamp(-1.0, 1.0))
+
+
 def gradient_penalty(d: nn.Module, real: torch.Tensor, fake: torch.Tensor, *, weight: float = 10.0) -> torch.Tensor:
     """weight * mean((|grad D(x)|_2 - 1)^2) at x = a random mix of real and fake (WGAN-GP, "mixed").
 

@@ -35,7 +35,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import ExperimentConfig
-from .losses import GANLoss, colour_moment_loss, cycle_loss, gradient_penalty, identity_loss, patch_nce_loss
+from .losses import (GANLoss, colour_moment_loss, cycle_loss, gradient_penalty, identity_loss, patch_nce_loss,
+                     residual_loss)
 from .models import build_discriminator, generator_for
 from .models.generators import PatchProjection
 from .names import CUT_NETWORK_NAMES, NETWORK_NAMES, PIX2PIX_NETWORK_NAMES
@@ -43,6 +44,7 @@ from .names import CUT_NETWORK_NAMES, NETWORK_NAMES, PIX2PIX_NETWORK_NAMES
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
 COLOUR_LOSS_NAMES = ("colour_A", "colour_B")  # with --lambda_colour: G_A's fakes against B's moments, G_B's against A's
 PAIRED_LOSS_NAMES = ("paired_A", "paired_B")  # with --lambda_paired: |G(a) - b| and |F(b) - a| on known pairs
+RESIDUAL_LOSS_NAMES = ("residual_A", "residual_B")  # with --lambda_residual: |G(a) - base(a)|, |F(b) - base(b)|
 NCE_LOSS_NAMES = ("NCE_A", "NCE_B")  # with --lambda_NCE: PatchNCE of G(a) against a, of F(b) against b
 NCE_HEAD_NAMES = ("h_ab", "h_ba")  # their projection heads, trained with the generators
 PIX2PIX_LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
@@ -80,7 +82,8 @@ class CycleGAN(Objective):
     network_names = NETWORK_NAMES
     generator_names = ("g_ab", "g_ba")
     discriminator_names = ("d_a", "d_b")
-    loss_names = LOSS_NAMES + COLOUR_LOSS_NAMES + PAIRED_LOSS_NAMES + NCE_LOSS_NAMES  # those the configuration computes
+    loss_names = (LOSS_NAMES + COLOUR_LOSS_NAMES + RESIDUAL_LOSS_NAMES + PAIRED_LOSS_NAMES
+                  + NCE_LOSS_NAMES)  # those the configuration computes
     plateau_losses = ("cycle_A", "cycle_B")  # their epoch mean drives --lr_policy plateau
     sample_rows = (("real_a", "fake_b", "rec_a"), ("real_b", "fake_a", "rec_b"))
     discriminator_first = False
@@ -98,6 +101,7 @@ class CycleGAN(Objective):
         lambda_identity: float = 0.5,
         lambda_gp: float = 10.0,
         lambda_colour: float = 0.0,
+        lambda_residual: float = 0.0,
         lambda_paired: float = 0.0,
         nce: PatchNCE | None = None,
         cycle_beta: float = 0.0,
@@ -115,6 +119,7 @@ class CycleGAN(Objective):
         self.lambda_a, self.lambda_b, self.lambda_identity = lambda_a, lambda_b, lambda_identity
         self.lambda_gp = lambda_gp
         self.lambda_colour = lambda_colour
+        self.lambda_residual = lambda_residual
         self.cycle_share = 1.0  # of lambda_a and lambda_b, for the cycle terms only (the trainer ramps it)
         self.cycle_beta = cycle_beta
         self.cycle_beta_blur = cycle_beta_blur
@@ -150,6 +155,9 @@ class CycleGAN(Objective):
                 raise ValueError("lambda_colour > 0 needs the domains' colour moments (Trainer.set_colour_targets)")
             losses["colour_A"] = colour_moment_loss(images["fake_b"], *colour["b"], self.lambda_colour)
             losses["colour_B"] = colour_moment_loss(images["fake_a"], *colour["a"], self.lambda_colour)
+        if self.lambda_residual > 0:
+            losses["residual_A"] = residual_loss(images["fake_b"], self.g_ab.base(real_a), self.lambda_residual)
+            losses["residual_B"] = residual_loss(images["fake_a"], self.g_ba.base(real_b), self.lambda_residual)
         if self.lambda_paired > 0:
             losses.update(self.paired_losses(images))
         if self.nce is not None:
@@ -403,6 +411,7 @@ def build_cyclegan(config: ExperimentConfig) -> CycleGAN:
         lambda_identity=t.lambda_identity,
         lambda_gp=t.lambda_gp,
         lambda_colour=t.lambda_colour,
+        lambda_residual=t.lambda_residual,
         lambda_paired=t.lambda_paired,
         nce=PatchNCE(t.lambda_NCE, t.num_patches, t.nce_T) if t.lambda_NCE > 0 else None,
         cycle_beta=t.cycle_beta,

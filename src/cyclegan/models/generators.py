@@ -179,9 +179,14 @@ class ResnetGenerator(nn.Module):
             residual = self.head(torch.cat([h, x], dim=1))  # (B, out_channels, H, W)
             if self.colour is not None:
                 residual = residual + self.colour(x)
-            base = x if self.colour_map is None else self.colour_map(x)
-            return (base + residual).clamp(-1.0, 1.0)
+            return (self.base(x) + residual).clamp(-1.0, 1.0)
         return torch.tanh(self.head(h))
+
+    def base(self, x: torch.Tensor) -> torch.Tensor:
+        """What a global-residual generator adds its residual to: the input, or its global colour map of it."""
+        if not self.global_residual:
+            raise ValueError("only a global-residual generator has a base under its residual")
+        return x if self.colour_map is None else self.colour_map(x)
 
 
 class UnetSkipBlock(nn.Module):
