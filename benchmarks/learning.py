@@ -180,7 +180,7 @@ COLOURS = {"paper": (200, 60, 40), "fast": (30, 100, 200), "fast_colour": (130, 
            "fast_transfer": (0, 90, 160), "fast_transfer_channels": (0, 160, 110), "fast_transfer_colour1": (190, 120, 0),
            "fast_transfer_fixed": (120, 0, 60), "fast_transfer_fixed_cycle3": (220, 60, 0),
            "fast_transfer_slow": (60, 60, 200), "fast_transfer_slow_colour1": (200, 0, 200),
-           "fast_transfer_anchor": (0, 140, 200), "fast_transfer_channels_anchor": (110, 170, 0)}
+           "fast_transfer_anchor": (230, 100, 0), "fast_transfer_channels_anchor": (110, 170, 0)}
 
 
 def mean_scores(held_out, image: str = "fake") -> dict[str, float]:
