@@ -522,8 +522,6 @@ def validate(config: ExperimentConfig) -> None:
         raise ValueError("--colour_path adds to the global residual: it needs --global_residual")
     if m.colour_transfer_start != "off" and not m.global_residual:
         raise ValueError("--colour_transfer_start starts the global residual's colour map: it needs --global_residual")
-    if t.lambda_residual < 0:
-        raise ValueError(f"--lambda_residual must not be negative, got {t.lambda_residual}")
     if t.lambda_residual > 0 and not m.global_residual:
         raise ValueError("--lambda_residual weighs the global residual: it needs --global_residual")
     if t.colour_map_lr < 0:
@@ -543,7 +541,7 @@ def validate(config: ExperimentConfig) -> None:
 def validate_model(config: ExperimentConfig) -> None:
     """The options that only one --model has."""
     t = config.train
-    for key in ("lambda_L1", "lambda_paired"):
+    for key in ("lambda_L1", "lambda_paired", "lambda_residual"):
         if getattr(t, key) < 0:
             raise ValueError(f"option {key!r} must not be negative, got {getattr(t, key)}")
     model = config.model.model
